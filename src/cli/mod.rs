@@ -1,0 +1,64 @@
+//! The `loratool` command line: argument parsing, exit codes, progress and output.
+//! Exit codes: 0 success, 1 runtime error, 2 usage error.
+
+mod convert;
+mod fmt;
+mod info;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::io::Write;
+
+#[derive(Parser)]
+#[command(
+    name = "loratool",
+    version,
+    about = "Inspect, convert and transform LoRA adapters (PEFT, diffusers, kohya) exactly and fast",
+    after_help = "Exit codes: 0 success, 1 error while running, 2 bad command line."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Describe an adapter or a base model from its header (instant on multi-GB files).
+    Info(info::InfoArgs),
+    /// Convert an adapter between PEFT, diffusers and kohya formats.
+    Convert(convert::ConvertArgs),
+}
+
+/// Parse the command line, run the command, and return the process exit code.
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Info(a) => info::run(a),
+        Command::Convert(a) => convert::run(a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "error: {e}");
+            for cause in e.chain().skip(1) {
+                let _ = writeln!(err, "  caused by: {cause}");
+            }
+            1
+        }
+    }
+}
+
+/// Print warnings a reader collected.
+fn print_warnings(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+}

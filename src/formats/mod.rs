@@ -1,0 +1,4 @@
+//! Naming tables from `formats/` at the crate root, embedded at build time.
+//! Adding an architecture is a data change plus a test.
+
+pub mod sd;

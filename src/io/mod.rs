@@ -1,0 +1,10 @@
+//! File containers. `io` knows bytes, headers and files, never LoRA math.
+
+pub mod atomic;
+pub mod model;
+pub mod safetensors;
+pub mod safetensors_write;
+
+pub use model::TensorStore;
+pub use safetensors::{SafetensorsFile, TensorInfo};
+pub use safetensors_write::{write_safetensors, PendingTensor, WriteReport};
