@@ -316,6 +316,15 @@ pub fn python_float_str(x: f64) -> String {
     }
 }
 
+/// An alpha as a user would type it on sd-scripts' command line (`1`, `0.5`).
+fn trim_alpha(a: f64) -> String {
+    if a.fract() == 0.0 && a.abs() < 1e15 {
+        format!("{}", a as i64)
+    } else {
+        format!("{a}")
+    }
+}
+
 /// The single value all items share, or "Dynamic" (kohya's word for mixed ranks).
 fn common_or_dynamic(values: impl Iterator<Item = String>) -> Option<String> {
     let mut it = values;
@@ -362,31 +371,28 @@ fn build_metadata(adapter: &Adapter, family: &str) -> IndexMap<String, String> {
     let is_3x3 = |l: &LoraLayer| l.kind == LayerKind::Conv && l.kernel() != (1, 1);
     let linear = || adapter.layers.values().filter(|l| !is_3x3(l));
     let conv = || adapter.layers.values().filter(|l| is_3x3(l));
-    let dim = common_or_dynamic(linear().map(|l| l.rank().to_string()));
-    let alpha = common_or_dynamic(linear().map(|l| python_float_str(l.alpha)));
+    // A kohya source's own values stay (they describe these layers unless an op changed
+    // them, and ops set them explicitly); other sources get values computed from the layers.
     md.entry("ss_network_module".into())
         .or_insert_with(|| "networks.lora".into());
-    if let Some(d) = dim.or_else(|| common_or_dynamic(conv().map(|l| l.rank().to_string()))) {
-        md.insert("ss_network_dim".into(), d);
+    let dim = common_or_dynamic(linear().map(|l| l.rank().to_string()))
+        .or_else(|| common_or_dynamic(conv().map(|l| l.rank().to_string())));
+    let alpha = common_or_dynamic(linear().map(|l| python_float_str(l.alpha)))
+        .or_else(|| common_or_dynamic(conv().map(|l| python_float_str(l.alpha))));
+    if let Some(d) = dim {
+        md.entry("ss_network_dim".into()).or_insert(d);
     }
-    if let Some(a) = alpha.or_else(|| common_or_dynamic(conv().map(|l| python_float_str(l.alpha))))
-    {
-        md.insert("ss_network_alpha".into(), a);
+    if let Some(a) = alpha {
+        md.entry("ss_network_alpha".into()).or_insert(a);
     }
     let conv_dim = common_or_dynamic(conv().map(|l| l.rank().to_string()));
-    let conv_alpha = common_or_dynamic(conv().map(|l| python_float_str(l.alpha)));
+    let conv_alpha = common_or_dynamic(conv().map(|l| trim_alpha(l.alpha)));
+    // json.dumps of sd-scripts' net kwargs (strings, default separators)
     let args = match (conv_dim, conv_alpha) {
-        (Some(d), Some(a)) => serde_json::json!({"conv_dim": d, "conv_alpha": a}).to_string(),
+        (Some(d), Some(a)) => format!("{{\"conv_dim\": \"{d}\", \"conv_alpha\": \"{a}\"}}"),
         _ => "null".to_string(),
     };
-    let keep_args = md
-        .get("ss_network_args")
-        .is_some_and(|v| v != "null" && v != "None")
-        && adapter.meta.source_format == Some(Format::Kohya)
-        && args == "null";
-    if !keep_args {
-        md.insert("ss_network_args".into(), args);
-    }
+    md.entry("ss_network_args".into()).or_insert(args);
     let version = if family == "sdxl" {
         "sdxl_base_v1-0"
     } else {
