@@ -163,6 +163,7 @@ pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
     let Some((family, resolved)) = best else {
         return Err(Error::unsupported(path, "no module table available"));
     };
+    let unmapped_count = resolved.unmapped.len();
     unknown.extend(resolved.unmapped);
     report_unknown(
         path,
@@ -172,7 +173,12 @@ pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
         &mut meta.warnings,
     )?;
     if resolved.layers.is_empty() {
-        return Err(Error::malformed(path, "no kohya LoRA modules found"));
+        return Err(Error::unsupported(
+            path,
+            format!(
+                "no kohya LoRA module of this file is in loratool's {family} table ({unmapped_count} keys unmapped); it may be for another model family"
+            ),
+        ));
     }
     meta.family = Some(family.to_string());
     Ok(Adapter {
