@@ -9,6 +9,7 @@ pub mod cli;
 pub mod error;
 pub mod formats;
 pub mod io;
+pub mod linalg;
 pub mod tensor;
 
 pub use error::{Error, Result};

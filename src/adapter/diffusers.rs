@@ -156,10 +156,27 @@ pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
 }
 
 /// The LoraConfig fields diffusers needs for one component's layers (paths relative to it).
-fn component_config(layers: &[(&str, &LoraLayer)]) -> Map<String, Value> {
-    let plan = plan_rank_alpha(layers.iter().map(|(p, l)| (*p, l.rank(), l.alpha)), |p| {
-        p.to_string()
-    });
+/// How PEFT must name a module of `component` in target_modules and patterns.
+///
+/// transformers 5 flattened `CLIPTextModel` (no `text_model.` level) while checkpoints and
+/// older versions keep it; diffusers strips the prefix from the weights but passes the metadata
+/// through unchanged. So text-encoder modules are named without `text_model.` and matched as
+/// dotted suffixes (unanchored), which finds them under either layout.
+fn peft_module_key(component: &str, rel: &str) -> String {
+    if component.starts_with("text_encoder") {
+        rel.strip_prefix("text_model.").unwrap_or(rel).to_string()
+    } else {
+        rel.to_string()
+    }
+}
+
+fn component_config(component: &str, layers: &[(&str, &LoraLayer)]) -> Map<String, Value> {
+    let anchored = !component.starts_with("text_encoder");
+    let plan = plan_rank_alpha(
+        layers.iter().map(|(p, l)| (*p, l.rank(), l.alpha)),
+        |p| peft_module_key(component, p),
+        anchored,
+    );
     let alpha_pattern: Map<String, Value> = plan
         .alpha_pattern
         .iter()
@@ -171,7 +188,10 @@ fn component_config(layers: &[(&str, &LoraLayer)]) -> Map<String, Value> {
     m.insert("lora_alpha".into(), alpha_json(plan.lora_alpha));
     m.insert("rank_pattern".into(), json!(plan.rank_pattern));
     m.insert("alpha_pattern".into(), Value::Object(alpha_pattern));
-    let targets: Vec<&str> = layers.iter().map(|(p, _)| *p).collect();
+    let targets: Vec<String> = layers
+        .iter()
+        .map(|(p, _)| peft_module_key(component, p))
+        .collect();
     m.insert("target_modules".into(), json!(targets));
     m.insert("use_rslora".into(), json!(false));
     m.insert(
@@ -224,7 +244,7 @@ pub fn write(adapter: &Adapter, out: &Path, progress: &dyn Fn(u64)) -> Result<Wr
     }
     let mut flat: BTreeMap<String, Value> = BTreeMap::new();
     for (comp, layers) in &by_comp {
-        for (k, v) in component_config(layers) {
+        for (k, v) in component_config(comp, layers) {
             flat.insert(format!("{comp}.{k}"), v);
         }
     }
@@ -280,11 +300,16 @@ mod tests {
             ("down_blocks.0.attn1.to_q_extra", mk(4, 2.0)),
         ];
         let refs: Vec<(&str, &LoraLayer)> = layers.iter().map(|(p, l)| (*p, l)).collect();
-        let cfg =
-            PeftConfig::from_json(Path::new("x"), &Value::Object(component_config(&refs))).unwrap();
-        for (p, l) in &layers {
-            assert_eq!(cfg.rank_for(p).0, l.rank(), "{p}");
-            assert_eq!(cfg.alpha_for(p), l.alpha, "{p}");
+        for comp in ["unet", "text_encoder"] {
+            let cfg = PeftConfig::from_json(
+                Path::new("x"),
+                &Value::Object(component_config(comp, &refs)),
+            )
+            .unwrap();
+            for (p, l) in &layers {
+                assert_eq!(cfg.rank_for(p).0, l.rank(), "{comp} {p}");
+                assert_eq!(cfg.alpha_for(p), l.alpha, "{comp} {p}");
+            }
         }
     }
 }

@@ -356,6 +356,7 @@ pub fn config_json(adapter: &Adapter, module_key: impl Fn(&str) -> String) -> Va
             .iter()
             .map(|(p, l)| (p.as_str(), l.rank(), l.alpha)),
         &module_key,
+        true,
     );
     let targets: Vec<String> = adapter.layers.keys().map(|p| module_key(p)).collect();
     let modules_to_save: Vec<String> = adapter

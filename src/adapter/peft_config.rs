@@ -159,13 +159,21 @@ pub struct RankAlphaPlan {
 pub fn plan_rank_alpha<'a>(
     layers: impl Iterator<Item = (&'a str, usize, f64)> + Clone,
     module_key: impl Fn(&str) -> String,
+    anchored: bool,
 ) -> RankAlphaPlan {
     let r = most_common(layers.clone().map(|(_, r, _)| r as f64)).unwrap_or(8.0) as usize;
     let lora_alpha = most_common(layers.clone().map(|(_, _, a)| a)).unwrap_or(r as f64);
     let mut rank_pattern = IndexMap::new();
     let mut alpha_pattern = IndexMap::new();
     for (path, rank, alpha) in layers {
-        let key = format!("^{}", regex::escape(&module_key(path)));
+        // anchored `^path` matches that exact module; unanchored, PEFT matches it as a
+        // dotted suffix, which stays unique for full paths and survives a wrapper level
+        let escaped = regex::escape(&module_key(path));
+        let key = if anchored {
+            format!("^{escaped}")
+        } else {
+            escaped
+        };
         if rank != r {
             rank_pattern.insert(key.clone(), rank);
         }
@@ -265,7 +273,7 @@ mod tests {
             ("model.layers.0.k_proj", 4, 8.0),
             ("model.layers.1.q_proj", 2, 3.5),
         ];
-        let plan = plan_rank_alpha(layers.iter().copied(), |p| p.to_string());
+        let plan = plan_rank_alpha(layers.iter().copied(), |p| p.to_string(), true);
         let v = json!({"peft_type": "LORA", "r": plan.r, "lora_alpha": plan.lora_alpha,
             "rank_pattern": plan.rank_pattern, "alpha_pattern": plan.alpha_pattern});
         let c = cfg(v);

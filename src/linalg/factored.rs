@@ -1,0 +1,329 @@
+//! Exact SVD of a factored product `B·A` without ever forming the `m × n` matrix.
+//!
+//! Why: a LoRA delta `ΔW = s·B·A` has rank ≤ r. With thin QRs `B = Q_B·R_B` and
+//! `Aᵀ = Q_A·R_A`, `B·A = Q_B·(R_B·R_Aᵀ)·Q_Aᵀ`, so the SVD of the small `r × r` core
+//! `R_B·R_Aᵀ = U_c·Σ·V_cᵀ` gives the exact thin SVD `(Q_B·U_c)·Σ·(Q_A·V_c)ᵀ`. Cost
+//! `O((m+n)·r² + r³)` and memory `O((m+n)·r)`, instead of a dense SVD at `O(m·n·min(m,n))`
+//! (sd-scripts' resize takes minutes per Flux module that way).
+//!
+//! A weighted sum of LoRAs on one module is one factored product
+//! `[w₁B₁ … wₙBₙ]·[A₁; …; Aₙ]`, so merges use the same kernel ([`weighted_sum_svd`]).
+//!
+//! Conv layers: the caller reshapes `down` `[r, in, kh, kw]` to `r × (in·kh·kw)` (row-major,
+//! no copy needed) and `up` `[out, r, 1, 1]` to `out × r`; the resulting `Vᵀ` reshapes back to
+//! `[k, in, kh, kw]`. This is exactly sd-scripts' `merge_conv` reshape.
+
+use super::layout::{check_matrix, element_count, narrow, widen};
+use super::low_rank::LowRankSvd;
+use crate::error::{Error, Result};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatMut, MatRef};
+
+/// One term `weight · up · down` of [`weighted_sum_svd`]: `(weight, up m×rᵢ row-major, rᵢ,
+/// down rᵢ×n row-major)`. Fold the LoRA scale (`alpha/r`) into `weight`.
+pub type WeightedTerm<'a> = (f64, &'a [f32], usize, &'a [f32]);
+
+/// Exact thin SVD of `up·down`, where `up` is `m × rank` and `down` is `rank × n`, both
+/// row-major.
+///
+/// Returns all `k = min(rank, m, n)` triplets, descending. Zero and rank-deficient products
+/// are fine: the extra singular values are (numerically) zero and `U`, `V` stay orthonormal.
+/// The LoRA scale is not applied: pass it folded into `up`, or scale `s` afterwards.
+pub fn factored_svd(
+    up: &[f32],
+    down: &[f32],
+    m: usize,
+    rank: usize,
+    n: usize,
+) -> Result<LowRankSvd> {
+    check_matrix("lora up (B)", up, m, rank)?;
+    check_matrix("lora down (A)", down, rank, n)?;
+    let b = MatRef::from_row_major_slice(up, m, rank);
+    // Aᵀ as an n × rank view of the row-major rank × n buffer: no copy.
+    let at = MatRef::from_row_major_slice(down, rank, n).transpose();
+    svd_of_product(b, at, Basis::General)
+}
+
+/// Exact thin SVD of `Σ wᵢ·upᵢ·downᵢ` for terms of possibly different ranks `rᵢ` on the same
+/// `m × n` module: the factored SVD of `[w₁B₁ … wₙBₙ]·[A₁; …; Aₙ]`.
+///
+/// Returns `k = min(Σrᵢ, m, n)` triplets. The weights are applied in f64 and rounded once to
+/// f32. Each `weight` should already include the term's LoRA scale (`alpha/r`, or
+/// `alpha/√r` for rsLoRA) times its merge weight.
+pub fn weighted_sum_svd(terms: &[WeightedTerm<'_>], m: usize, n: usize) -> Result<LowRankSvd> {
+    let mut total_rank = 0usize;
+    for (i, &(weight, up, rank, down)) in terms.iter().enumerate() {
+        if !weight.is_finite() {
+            return Err(Error::Invalid(format!(
+                "term {i}: weight {weight} is not finite"
+            )));
+        }
+        check_matrix(&format!("term {i}: lora up (B)"), up, m, rank)?;
+        check_matrix(&format!("term {i}: lora down (A)"), down, rank, n)?;
+        total_rank = total_rank
+            .checked_add(rank)
+            .ok_or_else(|| Error::Invalid("sum of term ranks overflows usize".into()))?;
+    }
+    element_count("concatenated up", m, total_rank)?;
+    element_count("concatenated down", total_rank, n)?;
+
+    // B_cat (m × R) and A_catᵀ (n × R), column blocks in term order.
+    let mut b = Mat::<f32>::zeros(m, total_rank);
+    let mut at = Mat::<f32>::zeros(n, total_rank);
+    let mut offset = 0;
+    for &(weight, up, rank, down) in terms {
+        let src_b = MatRef::from_row_major_slice(up, m, rank);
+        let src_a = MatRef::from_row_major_slice(down, rank, n);
+        for j in 0..rank {
+            for i in 0..m {
+                b[(i, offset + j)] = (weight * f64::from(src_b[(i, j)])) as f32;
+            }
+            for i in 0..n {
+                at[(i, offset + j)] = src_a[(j, i)];
+            }
+        }
+        offset += rank;
+    }
+    if b.col_iter().any(|col| col.iter().any(|x| !x.is_finite())) {
+        return Err(Error::Invalid(
+            "weighted up factors overflow float32 (weights too large)".into(),
+        ));
+    }
+    svd_of_product(b.as_ref(), at.as_ref(), Basis::General)
+}
+
+/// Whether the left factor is already known to have orthonormal columns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Basis {
+    /// Any `m × r` matrix: orthonormalise it with a QR first.
+    General,
+    /// Orthonormal columns (e.g. a randomized range finder's `Q`): `Q_B = B`, `R_B = I`.
+    Orthonormal,
+}
+
+/// The exact thin SVD of `b · atᵀ`, with `b` `m × r` and `at` `n × r`.
+pub(crate) fn svd_of_product(
+    b: MatRef<'_, f32>,
+    at: MatRef<'_, f32>,
+    basis: Basis,
+) -> Result<LowRankSvd> {
+    let (m, r) = b.shape();
+    let n = at.nrows();
+    debug_assert_eq!(at.ncols(), r);
+    if m == 0 || n == 0 || r == 0 {
+        return Ok(LowRankSvd::empty(m, n));
+    }
+
+    // Orthonormal bases and triangular factors: B = Q_B·R_B (R_B is kb × r, kb = min(m, r)).
+    let q_b_owned;
+    let (q_b, r_b) = match basis {
+        Basis::General => {
+            let qr = b.qr();
+            q_b_owned = qr.compute_thin_Q();
+            (q_b_owned.as_ref(), widen(qr.thin_R()))
+        }
+        Basis::Orthonormal => (b, Mat::<f64>::identity(r, r)),
+    };
+    let qr_a = at.qr();
+    let q_a = qr_a.compute_thin_Q();
+    let r_a = widen(qr_a.thin_R());
+
+    // The small core in f64: accuracy is free at this size.
+    let core = &r_b * r_a.transpose();
+    let core_svd = core
+        .thin_svd()
+        .map_err(|e| Error::Invalid(format!("SVD of the {r}×{r} core did not converge: {e:?}")))?;
+    let k = core_svd.S().dim();
+    let s: Vec<f64> = core_svd.S().column_vector().iter().copied().collect();
+
+    // Multiply back in f32. U = Q_B·U_c goes straight into a row-major buffer; Vᵀ (k × n
+    // row-major) is V = Q_A·V_c (n × k) stored column-major, i.e. the same bytes.
+    let par = faer::get_global_parallelism();
+    let u_core = narrow(core_svd.U());
+    let v_core = narrow(core_svd.V());
+    let mut u = vec![0.0f32; m * k];
+    matmul(
+        MatMut::from_row_major_slice_mut(&mut u, m, k),
+        Accum::Replace,
+        q_b,
+        u_core.as_ref(),
+        1.0f32,
+        par,
+    );
+    let mut vt = vec![0.0f32; k * n];
+    matmul(
+        MatMut::from_column_major_slice_mut(&mut vt, n, k),
+        Accum::Replace,
+        q_a.as_ref(),
+        v_core.as_ref(),
+        1.0f32,
+        par,
+    );
+    Ok(LowRankSvd { u, s, vt, m, n })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{
+        assert_close_rel, dense_product, dense_svd_f64, frob_diff_rel, gaussian,
+        orthonormality_error, reconstruct,
+    };
+    use super::*;
+
+    /// A random `m × r` up and `r × n` down, seeded.
+    fn lora(m: usize, r: usize, n: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
+        (gaussian(m * r, seed), gaussian(r * n, seed ^ 0x9e37_79b9))
+    }
+
+    fn check_against_dense(m: usize, r: usize, n: usize, seed: u64) {
+        let (up, down) = lora(m, r, n, seed);
+        let svd = factored_svd(&up, &down, m, r, n).expect("valid input");
+        let dense = dense_product(&[(1.0, &up, r, &down)], m, n);
+        let reference = dense_svd_f64(&dense, m, n);
+        let k = r.min(m).min(n);
+        assert_eq!(svd.rank(), k);
+        assert_close_rel(&svd.s, &reference[..k], 1e-5);
+        assert!(frob_diff_rel(&reconstruct(&svd), &dense) < 1e-5);
+        assert!(orthonormality_error(&svd.u, m, k, true) < 1e-5);
+        assert!(orthonormality_error(&svd.vt, k, n, false) < 1e-5);
+    }
+
+    #[test]
+    fn factored_svd_matches_dense_svd_of_product() {
+        for (seed, &(m, r, n)) in [(40, 8, 30), (64, 4, 96), (17, 5, 23), (50, 16, 50)]
+            .iter()
+            .enumerate()
+        {
+            check_against_dense(m, r, n, seed as u64 + 1);
+        }
+    }
+
+    #[test]
+    fn factored_svd_handles_rank_above_matrix_dims() {
+        // r > min(m, n): k = min(r, m, n), still exact.
+        check_against_dense(6, 10, 9, 7);
+        check_against_dense(12, 10, 5, 8);
+        check_against_dense(3, 8, 4, 9);
+    }
+
+    #[test]
+    fn truncation_error_is_sum_of_dropped_squares() {
+        let (m, r, n) = (48, 12, 36);
+        let (up, down) = lora(m, r, n, 11);
+        let dense = dense_product(&[(1.0, &up, r, &down)], m, n);
+        for k in [1, 4, 8, 11] {
+            let mut svd = factored_svd(&up, &down, m, r, n).expect("valid input");
+            let expected = svd.tail_energy(k);
+            svd.truncate(k);
+            let approx = reconstruct(&svd);
+            let err_sq: f64 = approx
+                .iter()
+                .zip(&dense)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum();
+            assert!(
+                ((err_sq - expected) / expected).abs() < 1e-4,
+                "k={k}: ‖BA − T_k‖² = {err_sq}, Σ dropped σ² = {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn frobenius_norm_of_product_is_kept() {
+        let (m, r, n) = (30, 6, 20);
+        let (up, down) = lora(m, r, n, 12);
+        let dense = dense_product(&[(1.0, &up, r, &down)], m, n);
+        let direct: f64 = dense.iter().map(|x| x * x).sum();
+        let svd = factored_svd(&up, &down, m, r, n).expect("valid input");
+        assert!(((svd.frob_norm_sq() - direct) / direct).abs() < 1e-5);
+    }
+
+    #[test]
+    fn zero_product_gives_zero_singular_values_and_no_nan() {
+        let (m, r, n) = (10, 4, 7);
+        let svd = factored_svd(&vec![0.0; m * r], &gaussian(r * n, 3), m, r, n).expect("valid");
+        assert_eq!(svd.rank(), 4);
+        assert!(svd.s.iter().all(|&x| x == 0.0));
+        assert!(svd.u.iter().chain(&svd.vt).all(|x| x.is_finite()));
+        let svd = factored_svd(&vec![0.0; m * r], &vec![0.0; r * n], m, r, n).expect("valid");
+        assert!(svd.s.iter().all(|&x| x == 0.0));
+        assert!(svd.u.iter().chain(&svd.vt).all(|x| x.is_finite()));
+    }
+
+    #[test]
+    fn rank_deficient_factors_give_true_rank() {
+        // up has two identical columns and a zero column: true rank 2 of 4.
+        let (m, r, n) = (20, 4, 15);
+        let col = gaussian(m, 21);
+        let other = gaussian(m, 22);
+        let mut up = vec![0.0f32; m * r];
+        for i in 0..m {
+            up[i * r] = col[i];
+            up[i * r + 1] = col[i];
+            up[i * r + 2] = other[i];
+        }
+        let down = gaussian(r * n, 23);
+        let svd = factored_svd(&up, &down, m, r, n).expect("valid input");
+        let dense = dense_product(&[(1.0, &up, r, &down)], m, n);
+        let reference = dense_svd_f64(&dense, m, n);
+        assert_close_rel(&svd.s[..2], &reference[..2], 1e-5);
+        assert!(svd.s[2] < 1e-5 * svd.s[0] && svd.s[3] < 1e-5 * svd.s[0]);
+        assert!(svd.u.iter().chain(&svd.vt).all(|x| x.is_finite()));
+        assert!(orthonormality_error(&svd.u, m, 4, true) < 1e-5);
+        assert!(frob_diff_rel(&reconstruct(&svd), &dense) < 1e-5);
+    }
+
+    #[test]
+    fn weighted_sum_matches_dense_sum_of_products() {
+        let (m, n) = (36, 28);
+        let (u1, d1) = lora(m, 4, n, 31);
+        let (u2, d2) = lora(m, 8, n, 32);
+        let (u3, d3) = lora(m, 2, n, 33);
+        let terms: [WeightedTerm; 3] =
+            [(0.6, &u1, 4, &d1), (-0.4, &u2, 8, &d2), (1.5, &u3, 2, &d3)];
+        let svd = weighted_sum_svd(&terms, m, n).expect("valid input");
+        let dense = dense_product(&terms, m, n);
+        let reference = dense_svd_f64(&dense, m, n);
+        assert_eq!(svd.rank(), 14);
+        assert_close_rel(&svd.s, &reference[..14], 1e-5);
+        assert!(frob_diff_rel(&reconstruct(&svd), &dense) < 1e-5);
+        assert!(orthonormality_error(&svd.u, m, 14, true) < 1e-5);
+        assert!(orthonormality_error(&svd.vt, 14, n, false) < 1e-5);
+    }
+
+    #[test]
+    fn cancelling_terms_give_a_numerically_zero_sum() {
+        let (m, r, n) = (16, 3, 12);
+        let (up, down) = lora(m, r, n, 41);
+        let terms: [WeightedTerm; 2] = [(1.0, &up, r, &down), (-1.0, &up, r, &down)];
+        let svd = weighted_sum_svd(&terms, m, n).expect("valid input");
+        let single = factored_svd(&up, &down, m, r, n).expect("valid input");
+        assert!(svd.s[0] < 1e-5 * single.s[0], "σ₀ = {}", svd.s[0]);
+        assert!(svd.u.iter().chain(&svd.vt).all(|x| x.is_finite()));
+    }
+
+    #[test]
+    fn empty_shapes_give_empty_svd() {
+        let svd = factored_svd(&[], &[], 5, 0, 4).expect("valid input");
+        assert_eq!((svd.rank(), svd.m, svd.n), (0, 5, 4));
+        let svd = weighted_sum_svd(&[], 3, 2).expect("valid input");
+        assert_eq!(svd.rank(), 0);
+    }
+
+    #[test]
+    fn wrong_lengths_and_non_finite_values_are_errors() {
+        let up = vec![1.0f32; 6];
+        let down = vec![1.0f32; 8];
+        assert!(factored_svd(&up, &down, 3, 2, 4).is_ok());
+        assert!(factored_svd(&up, &down, 3, 2, 5).is_err());
+        assert!(factored_svd(&up[..5], &down, 3, 2, 4).is_err());
+        let mut bad = up.clone();
+        bad[4] = f32::NAN;
+        assert!(factored_svd(&bad, &down, 3, 2, 4).is_err());
+        assert!(factored_svd(&up, &down, usize::MAX, 2, 4).is_err());
+        let terms: [WeightedTerm; 1] = [(f64::INFINITY, &up, 2, &down)];
+        assert!(weighted_sum_svd(&terms, 3, 4).is_err());
+        let terms: [WeightedTerm; 1] = [(1e300, &up, 2, &down)];
+        assert!(weighted_sum_svd(&terms, 3, 4).is_err());
+    }
+}

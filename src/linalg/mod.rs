@@ -1,0 +1,31 @@
+//! Low-rank kernels on `faer`: the exact SVD of a factored product `B·A` (and of a weighted sum
+//! of such products), randomized SVD of a dense matrix, rank-selection rules and the quantile
+//! clamp used by kohya's merge/extract tools.
+//!
+//! Owns: numbers only. Matrices cross the boundary as row-major `&[f32]` slices with explicit
+//! dimensions, so callers never need faer types; faer is used inside. Does not own: files,
+//! tensor dtypes, alpha/scale bookkeeping or naming (that is `adapter` and `ops`).
+//!
+//! Precision: big matrices (`m×r`, `n×r` factors, dense `m×n` deltas) are handled in f32; the
+//! small `r×r` cores, singular values and all accumulations are f64.
+//!
+//! Conventions: `m` is the row count (out_features), `n` the column count (in_features). A conv
+//! LoRA is handled by the caller as `down` reshaped to `r × (in·kh·kw)` and `up` to `out × r`.
+
+mod factored;
+mod layout;
+mod low_rank;
+mod quantile;
+mod randomized;
+mod rank_rules;
+
+pub use factored::{factored_svd, weighted_sum_svd, WeightedTerm};
+pub use low_rank::{LowRankSvd, SvSplit};
+pub use quantile::{clamp_factors, quantile_linear, quantile_linear_in_place};
+pub use randomized::{exact_svd_dense, randomized_svd, RsvdParams};
+pub use rank_rules::{
+    retention, select_rank, select_rank_kohya, RankRule, Retention, KOHYA_MIN_SV,
+};
+
+#[cfg(test)]
+mod test_util;
