@@ -10,8 +10,9 @@ The U-Net and text encoders are built from their configs (random weights are irr
 injected LoRA layers are inspected), in fp16 to keep memory down. For every module the loratool
 file names, PEFT's injected `scaling * lora_B @ lora_A` (in float64) must equal kohya's
 `(alpha / r) * up @ down` computed here with numpy straight from the original kohya file.
-The same pipeline also loads the original kohya file through diffusers' own kohya converter, and
-the script reports whether that path injects the same modules at the same scales.
+For the small generated files the same pipeline also loads the original kohya file through
+diffusers' own kohya converter and reports whether that path injects the same modules at the
+same scales (it does not: see the printed notes).
 """
 
 import json
@@ -82,7 +83,9 @@ def pipeline_for(kind):
     mixin = StableDiffusionXLLoraLoaderMixin if kind == "sdxl" else StableDiffusionLoraLoaderMixin
 
     class Pipe(mixin):
-        pass
+        # the attributes DiffusionPipeline would provide to the loader
+        hf_device_map = None
+        components = {}
 
     unet, te1, te2 = sdxl_models() if kind == "sdxl" else sd15_models()
     p = Pipe()
@@ -172,7 +175,10 @@ def check(kohya_file):
         if extra:
             print("  unexpected:", extra[:5])
 
-        # diffusers' own kohya converter on the original file, for comparison
+        # diffusers' own kohya converter on the original file, for comparison (small files only:
+        # on the 350-module C3Lier file it ran this 24 GB machine out of memory)
+        if len(want) > 50:
+            return failures
         try:
             pipe.load_lora_weights(kohya_file, adapter_name="kohya_direct")
             direct = injected(pipe, "kohya_direct")
