@@ -10,6 +10,7 @@ pub mod error;
 pub mod formats;
 pub mod io;
 pub mod linalg;
+pub mod ops;
 pub mod tensor;
 
 pub use error::{Error, Result};

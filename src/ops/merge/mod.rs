@@ -1,0 +1,1 @@
+//! Weighted merging of several adapters (being written).
