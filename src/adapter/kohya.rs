@@ -410,6 +410,72 @@ fn build_metadata(adapter: &Adapter, family: &str) -> IndexMap<String, String> {
     md
 }
 
+/// How `resize` changed the ranks, for the `ss_*` keys sd-scripts' resize_lora.py updates.
+pub enum ResizeNote<'a> {
+    Fixed {
+        new_rank: usize,
+        new_conv_rank: usize,
+    },
+    Dynamic {
+        method: &'a str,
+        param: f64,
+    },
+}
+
+/// Update kohya metadata after a resize, as resize_lora.py does: `ss_training_comment` gets
+/// "dimension is resized from OLD to NEW[ (conv: C)]; " (or "Dynamic resize with METHOD: PARAM
+/// from OLD; ") in front of the old comment, `ss_network_dim` / `ss_network_alpha` become the new
+/// rank and the alpha of the last module in file order (or "Dynamic").
+pub fn note_resize(adapter: &mut Adapter, old_dim: usize, note: ResizeNote<'_>) {
+    let last_alpha = last_module_in_file_order(adapter)
+        .and_then(|p| adapter.layers.get(&p))
+        .map(|l| python_float_str(l.alpha));
+    let md = &mut adapter.meta.source_metadata;
+    let old_comment = md.get("ss_training_comment").cloned().unwrap_or_default();
+    let (comment, dim, alpha) = match note {
+        ResizeNote::Fixed {
+            new_rank,
+            new_conv_rank,
+        } => {
+            let conv = if new_conv_rank == new_rank {
+                String::new()
+            } else {
+                format!(" (conv: {new_conv_rank})")
+            };
+            (
+                format!("dimension is resized from {old_dim} to {new_rank}{conv}"),
+                new_rank.to_string(),
+                last_alpha.unwrap_or_else(|| "Dynamic".into()),
+            )
+        }
+        ResizeNote::Dynamic { method, param } => (
+            format!(
+                "Dynamic resize with {method}: {} from {old_dim}",
+                python_float_str(param)
+            ),
+            "Dynamic".to_string(),
+            "Dynamic".to_string(),
+        ),
+    };
+    md.insert(
+        "ss_training_comment".into(),
+        format!("{comment}; {old_comment}"),
+    );
+    md.insert("ss_network_dim".into(), dim);
+    md.insert("ss_network_alpha".into(), alpha);
+}
+
+/// The canonical path of the module whose tensors come last in a kohya file (names sorted).
+fn last_module_in_file_order(adapter: &Adapter) -> Option<String> {
+    let table = sd::table(family_for(adapter).ok()?)?;
+    adapter
+        .layers
+        .keys()
+        .filter_map(|p| table.by_canonical(p).map(|r| (r.kohya.as_str(), p)))
+        .max()
+        .map(|(_, p)| p.clone())
+}
+
 /// The alpha scalar in the factors' dtype when it holds the value exactly (as sd-scripts
 /// saves it), else F32, else F64.
 fn alpha_tensor(alpha: f64, dtype: DType) -> Result<Tensor> {

@@ -1,14 +1,12 @@
 //! `loratool convert`: read an adapter in one format, write it in another.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
 
-use super::progress::bytes_bar;
-use crate::adapter::detect::read_adapter;
-use crate::adapter::{diffusers, kohya, peft, Adapter, Format, ReadOptions};
-use crate::io::WriteReport;
+use super::adapter_io::{read_input, write_output};
+use crate::adapter::Format;
 use crate::tensor::DType;
 
 #[derive(Args)]
@@ -70,46 +68,12 @@ struct Summary {
     warnings: Vec<String>,
 }
 
-/// Write `adapter` in `to` format, with a progress bar by bytes.
-pub fn write_adapter(
-    adapter: &Adapter,
-    to: Format,
-    output: &std::path::Path,
-) -> Result<WriteReport> {
-    let total: u64 = adapter
-        .layers
-        .values()
-        .map(|l| (l.param_count() * l.dtype().size()) as u64)
-        .sum();
-    let bar = bytes_bar(total, "writing");
-    let progress = |n: u64| bar.inc(n);
-    let report = match to {
-        Format::Peft => peft::write(adapter, output, &progress),
-        Format::Kohya => kohya::write(adapter, output, &progress),
-        Format::Diffusers => diffusers::write(adapter, output, &progress),
-    };
-    bar.finish_and_clear();
-    report.with_context(|| format!("writing {} as {to}", output.display()))
-}
-
 pub fn run(args: ConvertArgs) -> Result<()> {
-    if args.to == Format::Kohya && args.output.is_dir() {
-        bail!(
-            "{} is a directory; kohya output is one .safetensors file (e.g. -o {}/lora.safetensors)",
-            args.output.display(),
-            args.output.display()
-        );
-    }
-    let opts = ReadOptions {
-        skip_unknown: args.skip_unknown,
-    };
-    let mut adapter = read_adapter(&args.input, args.from, opts)
-        .with_context(|| format!("reading {}", args.input.display()))?;
-    super::print_warnings(&adapter.meta.warnings);
+    let mut adapter = read_input(&args.input, args.from, args.skip_unknown)?;
     if let Some(d) = args.dtype {
         adapter = adapter.cast(d).context("casting the factors")?;
     }
-    let report = write_adapter(&adapter, args.to, &args.output)?;
+    let report = write_output(&adapter, args.to, &args.output)?;
     let from = adapter
         .meta
         .source_format

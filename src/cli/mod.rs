@@ -1,10 +1,12 @@
 //! The `loratool` command line: argument parsing, exit codes, progress and output.
 //! Exit codes: 0 success, 1 runtime error, 2 usage error.
 
+mod adapter_io;
 mod convert;
 mod fmt;
 mod info;
 mod progress;
+mod resize;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -27,6 +29,8 @@ enum Command {
     Info(info::InfoArgs),
     /// Convert an adapter between PEFT, diffusers and kohya formats.
     Convert(convert::ConvertArgs),
+    /// Lower an adapter's rank per module (fixed, or chosen from singular values).
+    Resize(resize::ResizeArgs),
 }
 
 /// Parse the command line, run the command, and return the process exit code.
@@ -42,6 +46,7 @@ pub fn run() -> i32 {
     let result = match cli.command {
         Command::Info(a) => info::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Resize(a) => resize::run(a),
     };
     match result {
         Ok(()) => 0,

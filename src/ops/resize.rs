@@ -11,9 +11,7 @@
 
 use crate::adapter::{Adapter, LayerKind, LoraLayer};
 use crate::error::{Error, Result};
-use crate::linalg::{
-    factored_svd, retention, select_rank, select_rank_kohya, RankRule, SvSplit,
-};
+use crate::linalg::{factored_svd, retention, select_rank, select_rank_kohya, RankRule, SvSplit};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -56,11 +54,15 @@ fn is_conv3(layer: &LoraLayer) -> bool {
 /// Resize every layer of `adapter`. Modules run in parallel; each holds only its own factors.
 pub fn resize(adapter: &Adapter, opts: &ResizeOptions) -> Result<(Adapter, Vec<ModuleResize>)> {
     if opts.rank == 0 || opts.conv_rank == Some(0) {
-        return Err(Error::Invalid("--rank and --conv-rank must be at least 1".into()));
+        return Err(Error::Invalid(
+            "--rank and --conv-rank must be at least 1".into(),
+        ));
     }
     if let Some(a) = opts.alpha {
         if !a.is_finite() || a == 0.0 {
-            return Err(Error::Invalid(format!("--alpha {a} must be a finite non-zero number")));
+            return Err(Error::Invalid(format!(
+                "--alpha {a} must be a finite non-zero number"
+            )));
         }
     }
     let results: Vec<Result<(String, LoraLayer, ModuleResize)>> = adapter
@@ -308,8 +310,16 @@ mod tests {
         let a = adapter(vec![("m", l)]);
         let mut o = opts(5);
         o.rule = RankRule::SvRatio(4.0);
-        assert_eq!(resize(&a, &o).unwrap().1[0].new_rank, 2, "σ > 8/4 keeps 8 and 4");
+        assert_eq!(
+            resize(&a, &o).unwrap().1[0].new_rank,
+            2,
+            "σ > 8/4 keeps 8 and 4"
+        );
         o.kohya_compat = true;
-        assert_eq!(resize(&a, &o).unwrap().1[0].new_rank, 3, "sd-scripts keeps one more");
+        assert_eq!(
+            resize(&a, &o).unwrap().1[0].new_rank,
+            3,
+            "sd-scripts keeps one more"
+        );
     }
 }
