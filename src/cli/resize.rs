@@ -7,10 +7,11 @@ use std::path::PathBuf;
 
 use super::adapter_io::{output_format, read_input, write_output};
 use super::convert::{parse_dtype, parse_format};
+use super::progress::modules_bar;
 use crate::adapter::kohya::{note_resize, ResizeNote};
 use crate::adapter::Format;
 use crate::linalg::{RankRule, SvSplit};
-use crate::ops::resize::{resize, ModuleResize, ResizeOptions};
+use crate::ops::resize::{resize_with_progress, ModuleResize, ResizeOptions};
 use crate::tensor::DType;
 
 // the variant names are the CLI values sd-scripts uses (sv_ratio, sv_fro, sv_cumulative)
@@ -142,7 +143,11 @@ pub fn run(args: ResizeArgs) -> Result<()> {
     };
     let old_params = adapter.param_count();
     let old_dim = adapter.layers.values().map(|l| l.rank()).max().unwrap_or(0);
-    let (mut resized, modules) = resize(&adapter, &opts).context("resizing")?;
+    let bar = modules_bar(adapter.layers.len(), "resizing");
+    let done = || bar.inc(1);
+    let result = resize_with_progress(&adapter, &opts, &done);
+    bar.finish_and_clear();
+    let (mut resized, modules) = result.context("resizing")?;
     if let Some(d) = args.dtype {
         resized = resized.cast(d).context("casting the factors")?;
     }

@@ -53,6 +53,15 @@ fn is_conv3(layer: &LoraLayer) -> bool {
 
 /// Resize every layer of `adapter`. Modules run in parallel; each holds only its own factors.
 pub fn resize(adapter: &Adapter, opts: &ResizeOptions) -> Result<(Adapter, Vec<ModuleResize>)> {
+    resize_with_progress(adapter, opts, &|| {})
+}
+
+/// [`resize`], calling `module_done` once per finished module (from worker threads).
+pub fn resize_with_progress(
+    adapter: &Adapter,
+    opts: &ResizeOptions,
+    module_done: &(dyn Fn() + Sync),
+) -> Result<(Adapter, Vec<ModuleResize>)> {
     if opts.rank == 0 || opts.conv_rank == Some(0) {
         return Err(Error::Invalid(
             "--rank and --conv-rank must be at least 1".into(),
@@ -74,9 +83,11 @@ pub fn resize(adapter: &Adapter, opts: &ResizeOptions) -> Result<(Adapter, Vec<M
             } else {
                 opts.rank
             };
-            resize_layer(path, layer, cap, opts)
+            let r = resize_layer(path, layer, cap, opts)
                 .map(|(l, r)| (path.clone(), l, r))
-                .map_err(|e| Error::module(path, e.to_string()))
+                .map_err(|e| Error::module(path, e.to_string()));
+            module_done();
+            r
         })
         .collect();
     let mut out = adapter.clone();
