@@ -149,3 +149,44 @@ fn convert_refuses_a_directory_for_kohya_output_and_writes_nothing_on_error() {
     assert!(!out.exists());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn resize_usage_errors_and_json_output() {
+    let src = fixture("gen_sd15_kohya.safetensors");
+    let s = src.to_str().unwrap();
+    let dir = tempdir();
+    let out = dir.path().join("r.safetensors");
+    let o = out.to_str().unwrap();
+    // --method needs --param, and the reverse: usage errors
+    assert_eq!(
+        loratool(&["resize", s, "--rank", "2", "--method", "sv_fro", "-o", o])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        loratool(&["resize", s, "--rank", "2", "--param", "0.5", "-o", o])
+            .status
+            .code(),
+        Some(2)
+    );
+    let r = loratool(&["resize", s, "--rank", "0", "-o", o]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(stderr(&r).contains("at least 1"), "{}", stderr(&r));
+    assert!(!out.exists());
+    let r = loratool(&[
+        "resize", s, "--rank", "2", "--method", "sv_ratio", "--param", "4", "-o", o, "--json",
+    ]);
+    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+    let v: Value = serde_json::from_str(&stdout(&r)).unwrap();
+    assert_eq!(v["summary"]["modules"], 11);
+    assert!(v["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["new_rank"].as_u64().unwrap() <= 2));
+    let f = loratool::io::SafetensorsFile::open(&out).unwrap();
+    assert_eq!(f.metadata()["ss_network_dim"], "Dynamic");
+    assert!(f.metadata()["ss_training_comment"]
+        .starts_with("Dynamic resize with sv_ratio: 4.0 from 8; "));
+}
