@@ -11,6 +11,7 @@ pub mod formats;
 pub mod io;
 pub mod linalg;
 pub mod ops;
+pub mod quant;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -1,0 +1,174 @@
+//! Q4_0 and Q4_1: 32 values per block, 4-bit quants.
+//!
+//! - Q4_0 (18 bytes): `d: f16`, `qs: u8[16]`; `x = (q - 8) * d`. `d = max / -8` where `max`
+//!   is the signed value of largest magnitude (the first one on ties), so that extreme maps
+//!   to q = 0 exactly and the opposite sign clips at q = 15.
+//! - Q4_1 (20 bytes): `d: f16`, `m: f16`, `qs: u8[16]`; `x = q * d + m`, `d = (max - min)/15`.
+//!
+//! Nibble order (both): byte j holds value j in its low nibble and value j + 16 in its high
+//! nibble. Quants are `(int8_t)(x * id + 8.5f)` / `(int8_t)((x - min) * id + 0.5f)`: C
+//! truncation toward zero, capped at 15 (ggml's `quantize_row_q4_{0,1}_ref`).
+
+use super::{read_f16, write_f16};
+
+pub(super) const BLOCK: usize = 32;
+pub(super) const Q4_0_BYTES: usize = 2 + BLOCK / 2;
+pub(super) const Q4_1_BYTES: usize = 4 + BLOCK / 2;
+
+/// C's `(int8_t)f` on x86-64: truncate to int32, keep the low byte.
+#[inline]
+pub(super) fn trunc_i8(f: f32) -> i8 {
+    (f as i32) as i8
+}
+
+/// C's `MIN(cap, q)` on an int8 quant, stored as uint8.
+#[inline]
+fn cap(q: i8, cap: i8) -> u8 {
+    (if cap < q { cap } else { q }) as u8
+}
+
+/// The signed value of largest magnitude, first one on ties (`if (amax < fabsf(v))`).
+#[inline]
+pub(super) fn signed_absmax(x: &[f32]) -> f32 {
+    let mut amax = 0.0f32;
+    let mut max = 0.0f32;
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
+
+/// (min, max) as ggml's Q4_1/Q5_1 loops find them, starting from (FLT_MAX, -FLT_MAX).
+#[inline]
+pub(super) fn min_max(x: &[f32]) -> (f32, f32) {
+    let mut min = f32::MAX;
+    let mut max = -f32::MAX;
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    (min, max)
+}
+
+pub(super) fn quantize_q4_0(src: &[f32], dst: &mut [u8]) {
+    for (x, y) in src
+        .chunks_exact(BLOCK)
+        .zip(dst.chunks_exact_mut(Q4_0_BYTES))
+    {
+        let max = signed_absmax(x);
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        write_f16(y, d);
+        let (lo, hi) = x.split_at(BLOCK / 2);
+        for ((q, &x0), &x1) in y[2..].iter_mut().zip(lo).zip(hi) {
+            let xi0 = cap(trunc_i8(x0 * id + 8.5), 15);
+            let xi1 = cap(trunc_i8(x1 * id + 8.5), 15);
+            *q = xi0 | (xi1 << 4);
+        }
+    }
+}
+
+pub(super) fn dequantize_q4_0(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src
+        .chunks_exact(Q4_0_BYTES)
+        .zip(dst.chunks_exact_mut(BLOCK))
+    {
+        let d = read_f16(b);
+        let (lo, hi) = y.split_at_mut(BLOCK / 2);
+        for ((&q, y0), y1) in b[2..].iter().zip(lo).zip(hi) {
+            *y0 = ((q & 0x0F) as i32 - 8) as f32 * d;
+            *y1 = ((q >> 4) as i32 - 8) as f32 * d;
+        }
+    }
+}
+
+pub(super) fn quantize_q4_1(src: &[f32], dst: &mut [u8]) {
+    for (x, y) in src
+        .chunks_exact(BLOCK)
+        .zip(dst.chunks_exact_mut(Q4_1_BYTES))
+    {
+        let (min, max) = min_max(x);
+        let d = (max - min) / 15.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        write_f16(&mut y[0..2], d);
+        write_f16(&mut y[2..4], min);
+        let (lo, hi) = x.split_at(BLOCK / 2);
+        for ((q, &x0), &x1) in y[4..].iter_mut().zip(lo).zip(hi) {
+            let xi0 = cap(trunc_i8((x0 - min) * id + 0.5), 15);
+            let xi1 = cap(trunc_i8((x1 - min) * id + 0.5), 15);
+            *q = xi0 | (xi1 << 4);
+        }
+    }
+}
+
+pub(super) fn dequantize_q4_1(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src
+        .chunks_exact(Q4_1_BYTES)
+        .zip(dst.chunks_exact_mut(BLOCK))
+    {
+        let d = read_f16(&b[0..2]);
+        let m = read_f16(&b[2..4]);
+        let (lo, hi) = y.split_at_mut(BLOCK / 2);
+        for ((&q, y0), y1) in b[4..].iter().zip(lo).zip(hi) {
+            *y0 = (q & 0x0F) as f32 * d + m;
+            *y1 = (q >> 4) as f32 * d + m;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q4_0_packs_value_j_and_j_plus_16_in_one_byte() {
+        // max = -8 -> d = 1, id = 1; x = q - 8.
+        let mut x = [0f32; BLOCK];
+        x[0] = -8.0; // q 0
+        x[16] = 7.0; // q 15
+        x[1] = 3.0; // q 11
+        x[17] = -5.0; // q 3
+        let mut y = [0u8; Q4_0_BYTES];
+        quantize_q4_0(&x, &mut y);
+        assert_eq!(&y[..2], &[0x00, 0x3C]);
+        assert_eq!(y[2], 0xF0);
+        assert_eq!(y[3], 0x3B);
+        let mut back = [0f32; BLOCK];
+        dequantize_q4_0(&y, &mut back);
+        assert_eq!(back, x);
+    }
+
+    #[test]
+    fn q4_0_first_of_equal_magnitudes_sets_the_sign() {
+        let mut x = [0f32; BLOCK];
+        x[3] = 2.0;
+        x[10] = -2.0;
+        let mut y = [0u8; Q4_0_BYTES];
+        quantize_q4_0(&x, &mut y);
+        assert_eq!(read_f16(&y), -0.25);
+        x[3] = -2.0;
+        x[10] = 2.0;
+        quantize_q4_0(&x, &mut y);
+        assert_eq!(read_f16(&y), 0.25);
+    }
+
+    #[test]
+    fn truncation_after_half_offset_rounds_ties_up() {
+        // Q4_1 with min 0, max 15: d = 1, q = trunc(x + 0.5): 2.5 -> 3, 3.5 -> 4.
+        let mut x = [0f32; BLOCK];
+        x[1] = 15.0;
+        x[2] = 2.5;
+        x[3] = 3.5;
+        let mut y = [0u8; Q4_1_BYTES];
+        quantize_q4_1(&x, &mut y);
+        assert_eq!(y[4 + 2] & 0x0F, 3);
+        assert_eq!(y[4 + 3] & 0x0F, 4);
+    }
+}
