@@ -1,6 +1,7 @@
 //! File containers. `io` knows bytes, headers and files, never LoRA math.
 
 pub mod atomic;
+pub mod gguf;
 pub mod model;
 pub mod safetensors;
 pub mod safetensors_write;
