@@ -190,3 +190,20 @@ fn resize_usage_errors_and_json_output() {
     assert!(f.metadata()["ss_training_comment"]
         .starts_with("Dynamic resize with sv_ratio: 4.0 from 8; "));
 }
+
+#[test]
+fn info_reads_gguf_headers() {
+    let p = fixture("gguf/plain-q8_0.gguf");
+    let o = loratool(&["info", p.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["kind"], "adapter");
+    assert_eq!(v["architecture"], "llama");
+    assert_eq!(v["lora_alpha"], 8.0);
+    assert_eq!(v["tensors"], 28);
+    assert_eq!(v["types"]["q8_0"][0], 14);
+    assert_eq!(v["types"]["f16"][0], 14);
+    // the same parameters as the PEFT adapter it was converted from
+    let peft = loratool::adapter::peft::read(&fixture("peft/plain"), Default::default()).unwrap();
+    assert_eq!(v["params"], peft.param_count() as u64);
+}

@@ -13,8 +13,8 @@ use crate::io::TensorStore;
 
 #[derive(Args)]
 pub struct InfoArgs {
-    /// Adapter (PEFT directory, diffusers or kohya .safetensors) or base model (.safetensors
-    /// file, sharded index.json, or model directory).
+    /// Adapter (PEFT directory, diffusers or kohya .safetensors, GGUF) or base model
+    /// (.safetensors file, sharded index.json, model directory, or GGUF).
     pub path: PathBuf,
     /// Print one JSON object instead of text.
     #[arg(long)]
@@ -78,6 +78,9 @@ struct ModelInfo {
 
 pub fn run(args: InfoArgs) -> Result<()> {
     let path = &args.path;
+    if path.is_file() && super::info_gguf::is_gguf(path) {
+        return super::info_gguf::run(path, args.json);
+    }
     let is_adapter = args.from.is_some() || detect_format(path).is_ok();
     if is_adapter {
         let adapter = read_adapter(path, args.from, ReadOptions { skip_unknown: true })

@@ -5,6 +5,7 @@ mod adapter_io;
 mod convert;
 mod fmt;
 mod info;
+mod info_gguf;
 mod progress;
 mod resize;
 
