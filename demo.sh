@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo build --release --locked --quiet
-lt=./target/release/loratool
+lt="${CARGO_TARGET_DIR:-target}/release/loratool"
 out=demo-out
 rm -rf "$out" && mkdir -p "$out"
 src=fixtures/kohya/sd15_lora_r4_a2_c3lier.safetensors

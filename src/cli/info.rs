@@ -141,8 +141,14 @@ fn adapter_info(path: &Path, a: &Adapter) -> Result<AdapterInfo> {
             .entry(l.alpha.to_bits())
             .or_default() += 1;
         *layer_kinds.entry(l.kind.to_string()).or_insert(0) += 1;
-        let leaf = p.rsplit('.').next().unwrap_or(p);
-        *targets.entry(leaf.to_string()).or_insert(0) += 1;
+        // `to_out.0` and `ff.net.2` end in an index: name them by their last two segments
+        let mut segs = p.rsplit('.');
+        let last = segs.next().unwrap_or(p);
+        let leaf = match (last.parse::<usize>(), segs.next()) {
+            (Ok(_), Some(prev)) => format!("{prev}.{last}"),
+            _ => last.to_string(),
+        };
+        *targets.entry(leaf).or_insert(0) += 1;
         for t in [
             Some(&l.down),
             Some(&l.up),
