@@ -25,9 +25,13 @@
 //! there is one input; its TIES/DARE prune and vote on factor entries, not on ΔW. With
 //! `compat_peft = true` those methods reproduce PEFT exactly (ranks must be equal, as PEFT
 //! requires; `Sum` stands for PEFT's `linear`) — bit for bit for the deterministic methods;
-//! DARE cannot match torch's random generator and is equal in distribution only. `Cat` is the
-//! same either way, and `Svd` becomes PEFT's `svd` (no channel cap, rank defaults to the largest
-//! input rank, clamp only if asked). Without it, `Sum` is the mathematically exact weighted sum.
+//! DARE cannot match torch's random generator and is equal in distribution only. `Cat` gives the
+//! same product either way (compat only repeats PEFT's two f32 roundings of `A·w·s`, so the
+//! factors match PEFT's bit for bit), and `Svd` becomes PEFT's `svd` (no channel cap, rank
+//! defaults to the largest input rank, clamp only if asked). PEFT 0.21.2's `svd` combines
+//! `Σ wᵢ·ΔWᵢ`, scale applied once; the double scaling `Σ wᵢsᵢ²BᵢAᵢ` described for later PEFT
+//! sources is not what 0.21.2 writes (tests/merge.rs). Without `compat_peft`, `Sum` is the
+//! mathematically exact weighted sum.
 //!
 //! Refused: DoRA magnitudes, LoRA biases and fully trained (`modules_to_save`) tensors, for
 //! which a weighted merge has no exact meaning; a module whose shape differs between inputs.

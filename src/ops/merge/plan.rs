@@ -83,8 +83,9 @@ impl Geometry {
                 return Err(Error::module(
                     path,
                     format!(
-                        "the merged factors hold {x}, beyond float16's range; write them as \
-                         float32 (--dtype f32) or lower the merge weights"
+                        "the merged factors hold {x}, beyond float16's range (the output takes \
+                         the first input's dtype); lower the merge weights, or give a float32 \
+                         adapter as the first input"
                     ),
                 ));
             }
