@@ -465,6 +465,34 @@ pub fn note_resize(adapter: &mut Adapter, old_dim: usize, note: ResizeNote<'_>) 
     md.insert("ss_network_alpha".into(), alpha);
 }
 
+/// Replace the first input's metadata with what sd-scripts' merge scripts write for a merged
+/// file: its training keys (`ss_tag_frequency`, learning rates, …) describe one input only, so
+/// only the keys that describe the model stay (`ss_base_model_version`, `ss_v2`,
+/// `ss_network_module`, `modelspec.*`); `modelspec.title` becomes `title` and
+/// `modelspec.merged_from` lists the inputs. `ss_network_dim`/`_alpha`/`_args` are then
+/// computed from the merged layers by the writer.
+pub fn note_merge(adapter: &mut Adapter, title: &str, merged_from: &[String]) {
+    const KEEP: [&str; 3] = ["ss_base_model_version", "ss_v2", "ss_network_module"];
+    let source_is_kohya = adapter.meta.source_format == Some(Format::Kohya);
+    let old = std::mem::take(&mut adapter.meta.source_metadata);
+    let md = &mut adapter.meta.source_metadata;
+    if source_is_kohya {
+        for (k, v) in old {
+            if KEEP.contains(&k.as_str())
+                || (k.starts_with("modelspec.")
+                    && k != "modelspec.date"
+                    && k != "modelspec.hash_sha256")
+            {
+                md.insert(k, v);
+            }
+        }
+    }
+    md.insert("modelspec.title".into(), title.into());
+    md.insert("modelspec.merged_from".into(), merged_from.join(", "));
+    // the writer keeps source metadata only from kohya sources
+    adapter.meta.source_format = Some(Format::Kohya);
+}
+
 /// The canonical path of the module whose tensors come last in a kohya file (names sorted).
 fn last_module_in_file_order(adapter: &Adapter) -> Option<String> {
     let table = sd::table(family_for(adapter).ok()?)?;

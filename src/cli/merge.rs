@@ -7,12 +7,15 @@ use std::path::PathBuf;
 
 use super::adapter_io::{output_format, read_input, write_output};
 use super::convert::{parse_dtype, parse_format};
-use crate::adapter::kohya::python_float_str;
-use crate::adapter::Format;
-use crate::ops::merge::{merge, MajoritySign, MergeInput, MergeMethod, MergeOptions, ModuleMerge};
+use super::progress::modules_bar;
+use crate::adapter::kohya::note_merge;
+use crate::adapter::{Adapter, Format};
+use crate::ops::merge::{
+    merge_with_progress, MajoritySign, MergeInput, MergeMethod, MergeOptions, ModuleMerge,
+};
 use crate::tensor::DType;
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Method {
     /// Exact weighted sum of the deltas, re-factored to its true rank (or optimally to --rank).
     Sum,
@@ -35,7 +38,9 @@ pub enum Method {
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Sign {
+    /// Sign of the sum of the values (PEFT's and mergekit's default).
     Total,
+    /// Sign held by more of the inputs.
     Frequency,
 }
 
@@ -48,11 +53,12 @@ pub enum Compat {
 #[derive(Args)]
 pub struct MergeArgs {
     /// Input adapters (any mix of PEFT, diffusers and kohya).
-    #[arg(required = true, num_args = 2..)]
+    #[arg(required = true, num_args = 2.., value_name = "ADAPTER")]
     pub inputs: Vec<PathBuf>,
     /// One weight per input, comma-separated (negative subtracts); default 1 each.
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub weights: Vec<f64>,
+    /// How the inputs are combined.
     #[arg(long, value_enum, default_value = "sum")]
     pub method: Method,
     /// Target rank (required for svd; for sum, truncates optimally; for ties/dare/magnitude_prune
@@ -62,10 +68,10 @@ pub struct MergeArgs {
     /// Target rank for 3x3 convolutions (default: --rank).
     #[arg(long)]
     pub conv_rank: Option<usize>,
-    /// svd: clamp both factors at this signed quantile of their values (sd-scripts: 0.99);
-    /// `none` to disable.
-    #[arg(long, default_value = "0.99")]
-    pub clamp_quantile: String,
+    /// svd: clamp both factors at this signed quantile of their values, or `none`. Default 0.99
+    /// (sd-scripts); with --compat peft, none (PEFT does not clamp).
+    #[arg(long)]
+    pub clamp_quantile: Option<String>,
     /// ties / dare / magnitude_prune: fraction of entries kept.
     #[arg(long)]
     pub density: Option<f64>,
@@ -98,53 +104,89 @@ pub struct MergeArgs {
 #[derive(Serialize)]
 struct Report<'a> {
     method: &'static str,
+    compat: Option<&'static str>,
     weights: &'a [f64],
     inputs: Vec<String>,
     output: String,
     format: Format,
     modules: &'a [ModuleMerge],
+    params: usize,
     bytes: u64,
 }
 
-fn method_name(m: Method) -> &'static str {
-    match m {
-        Method::Sum => "sum",
-        Method::Cat => "cat",
-        Method::Svd => "svd",
-        Method::Ties => "ties",
-        Method::DareLinear => "dare_linear",
-        Method::DareTies => "dare_ties",
-        Method::MagnitudePrune => "magnitude_prune",
+impl Method {
+    fn library(self) -> MergeMethod {
+        match self {
+            Method::Sum => MergeMethod::Sum,
+            Method::Cat => MergeMethod::Cat,
+            Method::Svd => MergeMethod::Svd,
+            Method::Ties => MergeMethod::Ties,
+            Method::DareLinear => MergeMethod::DareLinear,
+            Method::DareTies => MergeMethod::DareTies,
+            Method::MagnitudePrune => MergeMethod::MagnitudePrune,
+        }
     }
 }
 
-pub fn run(args: MergeArgs) -> Result<()> {
-    let weights = if args.weights.is_empty() {
-        vec![1.0; args.inputs.len()]
-    } else {
-        args.weights.clone()
-    };
-    if weights.len() != args.inputs.len() {
+fn parse_weights(args: &MergeArgs) -> Result<Vec<f64>> {
+    if args.weights.is_empty() {
+        return Ok(vec![1.0; args.inputs.len()]);
+    }
+    if args.weights.len() != args.inputs.len() {
         bail!(
-            "--weights has {} values for {} inputs",
-            weights.len(),
+            "--weights has {} values for {} inputs; give one weight per input, in input order",
+            args.weights.len(),
             args.inputs.len()
         );
     }
-    if let Some(w) = weights.iter().find(|w| !w.is_finite()) {
-        bail!("weight {w} is not a finite number");
+    if let Some(w) = args.weights.iter().find(|w| !w.is_finite()) {
+        bail!("--weights: {w} is not a finite number");
     }
-    let clamp = match args.clamp_quantile.as_str() {
-        "none" => None,
-        q => {
-            let q: f64 = q
-                .parse()
-                .ok()
-                .filter(|q: &f64| *q > 0.0 && *q <= 1.0)
-                .with_context(|| format!("--clamp-quantile {q}: expected a number in (0, 1] or none"))?;
-            Some(q)
-        }
+    Ok(args.weights.clone())
+}
+
+fn parse_clamp(args: &MergeArgs) -> Result<Option<f64>> {
+    let default = if args.compat == Some(Compat::Peft) {
+        "none"
+    } else {
+        "0.99"
     };
+    let text = args.clamp_quantile.as_deref().unwrap_or(default);
+    if args.method != Method::Svd {
+        if args.clamp_quantile.is_some() {
+            bail!("--clamp-quantile applies to --method svd only");
+        }
+        return Ok(None);
+    }
+    if text == "none" {
+        return Ok(None);
+    }
+    let q = text
+        .parse::<f64>()
+        .ok()
+        .filter(|q| *q > 0.0 && *q <= 1.0)
+        .with_context(|| format!("--clamp-quantile {text}: expected a number in (0, 1] or none"))?;
+    Ok(Some(q))
+}
+
+/// The name sd-scripts lists an input under in `modelspec.merged_from`: its title, else its
+/// file name without extension.
+fn input_title(path: &std::path::Path, adapter: &Adapter) -> String {
+    adapter
+        .meta
+        .source_metadata
+        .get("modelspec.title")
+        .cloned()
+        .unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string())
+        })
+}
+
+pub fn run(args: MergeArgs) -> Result<()> {
+    let weights = parse_weights(&args)?;
+    let clamp = parse_clamp(&args)?;
     let adapters = args
         .inputs
         .iter()
@@ -160,21 +202,12 @@ pub fn run(args: MergeArgs) -> Result<()> {
             adapter: a,
         })
         .collect();
-    let method = match args.method {
-        Method::Sum => MergeMethod::Sum,
-        Method::Cat => MergeMethod::Cat,
-        Method::Svd => MergeMethod::Svd,
-        Method::Ties => MergeMethod::Ties,
-        Method::DareLinear => MergeMethod::DareLinear,
-        Method::DareTies => MergeMethod::DareTies,
-        Method::MagnitudePrune => MergeMethod::MagnitudePrune,
-    };
     let opts = MergeOptions {
-        method,
+        method: args.method.library(),
         weights: weights.clone(),
         rank: args.rank,
         conv_rank: args.conv_rank,
-        clamp_quantile: if args.method == Method::Svd { clamp } else { None },
+        clamp_quantile: clamp,
         density: args.density,
         majority_sign: match args.majority_sign {
             Sign::Total => MajoritySign::Total,
@@ -182,45 +215,71 @@ pub fn run(args: MergeArgs) -> Result<()> {
         },
         seed: args.seed,
         compat_peft: args.compat == Some(Compat::Peft),
+        dtype: args.dtype,
     };
-    let (mut merged, modules) = merge(&inputs, &opts).context("merging")?;
-    if let Some(d) = args.dtype {
-        merged = merged.cast(d).context("casting the factors")?;
-    }
+    let modules_total = adapters
+        .iter()
+        .flat_map(|a| a.layers.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let bar = modules_bar(modules_total, "merging");
+    let done = || bar.inc(1);
+    let result = merge_with_progress(&inputs, &opts, &done);
+    bar.finish_and_clear();
+    let (mut merged, modules) = result.context("merging")?;
     if to == Format::Kohya {
-        note_merge_metadata(&mut merged, &modules);
+        let titles: Vec<String> = args
+            .inputs
+            .iter()
+            .zip(&adapters)
+            .map(|(p, a)| input_title(p, a))
+            .collect();
+        let title = args
+            .output
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        note_merge(&mut merged, &title, &titles);
     }
     let report = write_output(&merged, to, &args.output)?;
+    let method = opts.method.name();
     if args.json {
         let r = Report {
-            method: method_name(args.method),
+            method,
+            compat: opts.compat_peft.then_some("peft"),
             weights: &weights,
-            inputs: args.inputs.iter().map(|p| p.display().to_string()).collect(),
+            inputs: args
+                .inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
             output: args.output.display().to_string(),
             format: to,
             modules: &modules,
+            params: merged.param_count(),
             bytes: report.bytes,
         };
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
-    let ranks: std::collections::BTreeMap<usize, usize> =
-        modules.iter().fold(Default::default(), |mut m, x| {
-            *m.entry(x.rank).or_insert(0) += 1;
-            m
-        });
-    let ranks: Vec<String> = ranks.iter().map(|(r, n)| format!("r={r} ×{n}")).collect();
+    print_table(&modules);
+    let mut ranks = std::collections::BTreeMap::<usize, usize>::new();
+    for m in &modules {
+        *ranks.entry(m.rank).or_default() += 1;
+    }
+    let ranks: Vec<String> = ranks
+        .iter()
+        .map(|(r, n)| format!("rank {r} ×{n}"))
+        .collect();
+    let weights: Vec<String> = weights.iter().map(|w| w.to_string()).collect();
     println!(
-        "merged {} inputs ({}, weights {}) into {} modules [{}]: wrote {} ({}, {})",
+        "merged {} inputs ({method}{}, weights {}) into {} modules ({}), {} parameters; wrote {} ({}, {})",
         args.inputs.len(),
-        method_name(args.method),
-        weights
-            .iter()
-            .map(|w| w.to_string())
-            .collect::<Vec<_>>()
-            .join("/"),
+        if opts.compat_peft { ", PEFT compat" } else { "" },
+        weights.join("/"),
         modules.len(),
         ranks.join(", "),
+        super::fmt::group_digits(merged.param_count() as u64),
         args.output.display(),
         to,
         super::fmt::human_bytes(report.bytes)
@@ -228,33 +287,22 @@ pub fn run(args: MergeArgs) -> Result<()> {
     Ok(())
 }
 
-impl PartialEq for Method {
-    fn eq(&self, other: &Self) -> bool {
-        std::mem::discriminant(self) == std::mem::discriminant(other)
-    }
-}
-
-/// kohya metadata for a merged file: the merged ranks and alphas (sd-scripts' merge tools write
-/// the minimum keys with the new dim and alpha, or "Dynamic").
-fn note_merge_metadata(merged: &mut crate::adapter::Adapter, modules: &[ModuleMerge]) {
-    let one = |v: Vec<String>| -> String {
-        match v.split_first() {
-            Some((f, rest)) if rest.iter().all(|x| x == f) => f.clone(),
-            Some(_) => "Dynamic".into(),
-            None => "Dynamic".into(),
-        }
-    };
-    let dim = one(modules.iter().map(|m| m.rank.to_string()).collect());
-    let alpha = one(
-        merged
-            .layers
-            .values()
-            .map(|l| python_float_str(l.alpha))
-            .collect(),
+fn print_table(modules: &[ModuleMerge]) {
+    let width = modules
+        .iter()
+        .map(|m| m.path.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "{:<width$}  {:>6} {:>4}  {:>9}",
+        "module", "inputs", "rank", "fro kept"
     );
-    let md = &mut merged.meta.source_metadata;
-    md.insert("ss_network_dim".into(), dim);
-    md.insert("ss_network_alpha".into(), alpha);
-    // the inputs' conv_dim/conv_alpha no longer describe the result: the writer recomputes them
-    md.shift_remove("ss_network_args");
+    for m in modules {
+        let kept = m
+            .retained_fro
+            .map(|f| format!("{:>8.2}%", f * 100.0))
+            .unwrap_or_else(|| format!("{:>9}", "-"));
+        println!("{:<width$}  {:>6} {:>4}  {kept}", m.path, m.inputs, m.rank);
+    }
 }

@@ -6,6 +6,7 @@ mod convert;
 mod fmt;
 mod info;
 mod info_gguf;
+mod merge;
 mod progress;
 mod resize;
 
@@ -32,6 +33,8 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Lower an adapter's rank per module (fixed, or chosen from singular values).
     Resize(resize::ResizeArgs),
+    /// Merge several adapters into one (exact weighted sum, sd-scripts svd, TIES, DARE, ...).
+    Merge(merge::MergeArgs),
 }
 
 /// Parse the command line, run the command, and return the process exit code.
@@ -48,6 +51,7 @@ pub fn run() -> i32 {
         Command::Info(a) => info::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Resize(a) => resize::run(a),
+        Command::Merge(a) => merge::run(a),
     };
     match result {
         Ok(()) => 0,

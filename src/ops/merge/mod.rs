@@ -56,6 +56,7 @@ pub use sum::SUM_RANK_RTOL;
 
 use crate::adapter::Adapter;
 use crate::error::{Error, Result};
+use crate::tensor::DType;
 use plan::{load_terms, output_dtype, ModulePlan};
 use rayon::prelude::*;
 use task_arithmetic::{Recipe, Sparsify};
@@ -142,6 +143,8 @@ pub struct MergeOptions {
     pub seed: u64,
     /// Reproduce PEFT `add_weighted_adapter` (see the module documentation).
     pub compat_peft: bool,
+    /// Factor dtype of the merged layers; default the first input's (f32 if it is not a float).
+    pub dtype: Option<DType>,
 }
 
 impl Default for MergeOptions {
@@ -156,6 +159,7 @@ impl Default for MergeOptions {
             majority_sign: MajoritySign::Total,
             seed: 0,
             compat_peft: false,
+            dtype: None,
         }
     }
 }
@@ -208,7 +212,7 @@ pub fn merge_with_progress(
 ) -> Result<(Adapter, Vec<ModuleMerge>)> {
     let recipe = validate(inputs, opts)?;
     let plans = plan::plan(inputs)?;
-    let dtype = output_dtype(inputs);
+    let dtype = opts.dtype.unwrap_or_else(|| output_dtype(inputs));
     // PEFT's svd default rank: the largest rank of any input (its config `r`).
     let largest_rank = plans
         .iter()

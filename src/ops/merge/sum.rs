@@ -71,7 +71,12 @@ pub(crate) fn merge_sum(
     let svd = weighted_svd(terms, rows, cols)?;
     let numerical = numerical_rank(&svd, terms);
     let kept = rank_cap.map_or(numerical, |cap| cap.min(numerical));
-    let retained = retained_fro(&svd, kept);
+    // a numerically zero sum (e.g. an adapter minus itself) loses nothing worth reporting
+    let retained = if numerical == 0 {
+        1.0
+    } else {
+        retained_fro(&svd, kept)
+    };
     let rank = kept.max(1);
     let (up, down) = if kept == 0 {
         (vec![0.0; rows], vec![0.0; cols])
@@ -177,6 +182,7 @@ mod tests {
             assert!(dense_delta(layer).iter().all(|&x| x == 0.0), "{path}");
         }
         assert!(report.iter().all(|m| m.rank == 1));
+        assert!(report.iter().all(|m| m.retained_fro == Some(1.0)));
     }
 
     #[test]
