@@ -1,6 +1,6 @@
 //! Which format a path holds, and which model family an adapter is for.
 
-use super::{diffusers, kohya, peft, Adapter, Format, ReadOptions};
+use super::{diffusers, gguf, kohya, peft, Adapter, Format, ReadOptions};
 use crate::error::{Error, Result};
 use crate::formats::sd;
 use crate::io::SafetensorsFile;
@@ -29,6 +29,14 @@ pub fn detect_format(path: &Path) -> Result<Format> {
                 diffusers::WEIGHTS_FILE
             ),
         ));
+    }
+    let mut magic = [0u8; 4];
+    let is_gguf = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && &magic == b"GGUF";
+    if is_gguf {
+        return Ok(Format::Gguf);
     }
     let file = SafetensorsFile::open(path)?;
     format_of_keys(path, file.tensors().keys().map(|k| k.as_str()))
@@ -65,6 +73,17 @@ pub fn format_of_keys<'a>(path: &Path, keys: impl Iterator<Item = &'a str>) -> R
 
 /// Read an adapter in any supported format (`from` forces one).
 pub fn read_adapter(path: &Path, from: Option<Format>, opts: ReadOptions) -> Result<Adapter> {
+    read_adapter_for_base(path, from, opts, None)
+}
+
+/// [`read_adapter`], with the base model a llama-arch GGUF adapter needs to undo its q/k
+/// permutation (ignored by the other formats).
+pub fn read_adapter_for_base(
+    path: &Path,
+    from: Option<Format>,
+    opts: ReadOptions,
+    base: Option<&gguf::GgufBase>,
+) -> Result<Adapter> {
     let format = match from {
         Some(f) => f,
         None => detect_format(path)?,
@@ -73,6 +92,7 @@ pub fn read_adapter(path: &Path, from: Option<Format>, opts: ReadOptions) -> Res
         Format::Peft => peft::read(path, opts),
         Format::Diffusers => diffusers::read(path, opts),
         Format::Kohya => kohya::read(path, opts),
+        Format::Gguf => gguf::read(path, base, opts),
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod detect;
 pub mod diffusers;
+pub mod gguf;
 pub mod kohya;
 pub mod kohya_hash;
 pub mod peft;
@@ -186,6 +187,8 @@ pub enum Format {
     Diffusers,
     /// kohya sd-scripts LoRA (`lora_unet_...`, `.lora_down.weight`, `.alpha`).
     Kohya,
+    /// llama.cpp LoRA adapter (`.gguf`, `blk.N.attn_q.weight.lora_a`).
+    Gguf,
 }
 
 impl Format {
@@ -194,6 +197,7 @@ impl Format {
             Format::Peft => "peft",
             Format::Diffusers => "diffusers",
             Format::Kohya => "kohya",
+            Format::Gguf => "gguf",
         }
     }
 }

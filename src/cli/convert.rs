@@ -1,29 +1,36 @@
 //! `loratool convert`: read an adapter in one format, write it in another.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
 
-use super::adapter_io::{read_input, write_output};
+use super::adapter_io::{load_base, read_input, write_output, GgufTarget};
 use crate::adapter::Format;
+use crate::quant::QuantType;
 use crate::tensor::DType;
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// Input adapter: PEFT directory, diffusers or kohya .safetensors file.
+    /// Input adapter: PEFT directory, diffusers or kohya .safetensors file, llama.cpp .gguf.
     pub input: PathBuf,
     /// Output format: peft (transformers models), diffusers (SD pipelines' load_lora_weights),
-    /// kohya (sd-scripts, ComfyUI, A1111).
+    /// kohya (sd-scripts, ComfyUI, A1111), gguf (llama.cpp, Ollama; needs --base).
     #[arg(long, value_parser = parse_format)]
     pub to: Format,
     /// Output path: a directory for peft; a .safetensors file for kohya; a directory or a
-    /// .safetensors file for diffusers.
+    /// .safetensors file for diffusers; a .gguf file for gguf.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Store the factors in this dtype (f32, f16, bf16; default: as read).
-    #[arg(long, value_parser = parse_dtype)]
-    pub dtype: Option<DType>,
+    /// The base model, for GGUF: its Hugging Face config.json (or the directory holding it) or
+    /// its GGUF file (then every module's shape is checked against it). Required to write GGUF,
+    /// and to read a llama-arch GGUF adapter (its q/k rows are RoPE-permuted).
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+    /// Store the factors in this dtype: f32, f16, bf16, or q8_0 for gguf (rows whose length is
+    /// not a multiple of 32 fall back to f16, as llama.cpp's converter does). Default: as read.
+    #[arg(long, value_parser = parse_storage)]
+    pub dtype: Option<QuantType>,
     /// Read the input as this format instead of detecting it.
     #[arg(long, value_parser = parse_format)]
     pub from: Option<Format>,
@@ -41,8 +48,9 @@ pub fn parse_format(s: &str) -> Result<Format, String> {
         "peft" => Ok(Format::Peft),
         "kohya" => Ok(Format::Kohya),
         "diffusers" => Ok(Format::Diffusers),
+        "gguf" => Ok(Format::Gguf),
         _ => Err(format!(
-            "unknown format '{s}' (expected peft, diffusers or kohya)"
+            "unknown format '{s}' (expected peft, diffusers, kohya or gguf)"
         )),
     }
 }
@@ -54,6 +62,19 @@ pub fn parse_dtype(s: &str) -> Result<DType, String> {
             "unsupported dtype '{s}' (expected f32, f16 or bf16)"
         )),
     }
+}
+
+/// f32, f16, bf16 or q8_0 (the last for GGUF only).
+pub fn parse_storage(s: &str) -> Result<QuantType, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "q8_0" => Ok(QuantType::Q8_0),
+        _ => parse_dtype(s).map(|d| match d {
+            DType::F16 => QuantType::F16,
+            DType::BF16 => QuantType::BF16,
+            _ => QuantType::F32,
+        }),
+    }
+    .map_err(|_| format!("unsupported dtype '{s}' (expected f32, f16, bf16, or q8_0 for gguf)"))
 }
 
 #[derive(Serialize)]
@@ -69,11 +90,27 @@ struct Summary {
 }
 
 pub fn run(args: ConvertArgs) -> Result<()> {
-    let mut adapter = read_input(&args.input, args.from, args.skip_unknown)?;
-    if let Some(d) = args.dtype {
-        adapter = adapter.cast(d).context("casting the factors")?;
-    }
-    let report = write_output(&adapter, args.to, &args.output)?;
+    let base = load_base(args.base.as_deref())?;
+    let mut adapter = read_input(&args.input, args.from, args.skip_unknown, base.as_ref())?;
+    let gguf_dtype = match (args.to, args.dtype) {
+        (Format::Gguf, d) => d,
+        (_, Some(QuantType::Q8_0)) => bail!("--dtype q8_0 applies to --to gguf only"),
+        (_, Some(q)) => {
+            let d = match q {
+                QuantType::F16 => DType::F16,
+                QuantType::BF16 => DType::BF16,
+                _ => DType::F32,
+            };
+            adapter = adapter.cast(d).context("casting the factors")?;
+            None
+        }
+        (_, None) => None,
+    };
+    let target = GgufTarget {
+        base: base.as_ref(),
+        dtype: gguf_dtype,
+    };
+    let report = write_output(&adapter, args.to, &args.output, target)?;
     let from = adapter
         .meta
         .source_format

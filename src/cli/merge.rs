@@ -5,7 +5,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use std::path::PathBuf;
 
-use super::adapter_io::{output_format, read_input, write_output};
+use super::adapter_io::{load_base, output_format, read_input, write_output, GgufTarget};
 use super::convert::{parse_dtype, parse_format};
 use super::progress::modules_bar;
 use crate::adapter::kohya::note_merge;
@@ -84,6 +84,9 @@ pub struct MergeArgs {
     /// Reproduce a reference tool's results instead of the exact method.
     #[arg(long, value_enum)]
     pub compat: Option<Compat>,
+    /// The base model (config.json or GGUF), for GGUF adapters in or out (see `convert --base`).
+    #[arg(long)]
+    pub base: Option<PathBuf>,
     /// Output path.
     #[arg(short, long)]
     pub output: PathBuf,
@@ -187,10 +190,11 @@ fn input_title(path: &std::path::Path, adapter: &Adapter) -> String {
 pub fn run(args: MergeArgs) -> Result<()> {
     let weights = parse_weights(&args)?;
     let clamp = parse_clamp(&args)?;
+    let base = load_base(args.base.as_deref())?;
     let adapters = args
         .inputs
         .iter()
-        .map(|p| read_input(p, None, args.skip_unknown))
+        .map(|p| read_input(p, None, args.skip_unknown, base.as_ref()))
         .collect::<Result<Vec<_>>>()?;
     let to = output_format(&adapters[0], args.to)?;
     let inputs: Vec<MergeInput> = args
@@ -241,7 +245,15 @@ pub fn run(args: MergeArgs) -> Result<()> {
             .unwrap_or_default();
         note_merge(&mut merged, &title, &titles);
     }
-    let report = write_output(&merged, to, &args.output)?;
+    let report = write_output(
+        &merged,
+        to,
+        &args.output,
+        GgufTarget {
+            base: base.as_ref(),
+            dtype: None,
+        },
+    )?;
     let method = opts.method.name();
     if args.json {
         let r = Report {

@@ -5,7 +5,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use std::path::PathBuf;
 
-use super::adapter_io::{output_format, read_input, write_output};
+use super::adapter_io::{load_base, output_format, read_input, write_output, GgufTarget};
 use super::convert::{parse_dtype, parse_format};
 use super::progress::modules_bar;
 use crate::adapter::kohya::{note_resize, ResizeNote};
@@ -74,6 +74,9 @@ pub struct ResizeArgs {
     /// Where the singular values go.
     #[arg(long, value_enum, default_value = "up")]
     pub split: Split,
+    /// The base model (config.json or GGUF), for GGUF adapters in or out (see `convert --base`).
+    #[arg(long)]
+    pub base: Option<PathBuf>,
     /// Output path (format as the input unless --to).
     #[arg(short, long)]
     pub output: PathBuf,
@@ -128,7 +131,8 @@ pub fn run(args: ResizeArgs) -> Result<()> {
         }
         (Some(_), None) => bail!("--method needs --param"),
     };
-    let adapter = read_input(&args.input, args.from, args.skip_unknown)?;
+    let base = load_base(args.base.as_deref())?;
+    let adapter = read_input(&args.input, args.from, args.skip_unknown, base.as_ref())?;
     let to = output_format(&adapter, args.to)?;
     let opts = ResizeOptions {
         rank: args.rank,
@@ -164,7 +168,15 @@ pub fn run(args: ResizeArgs) -> Result<()> {
         };
         note_resize(&mut resized, old_dim, note);
     }
-    let report = write_output(&resized, to, &args.output)?;
+    let report = write_output(
+        &resized,
+        to,
+        &args.output,
+        GgufTarget {
+            base: base.as_ref(),
+            dtype: None,
+        },
+    )?;
 
     let fro: Vec<f64> = modules
         .iter()

@@ -1,4 +1,5 @@
 //! Naming tables from `formats/` at the crate root, embedded at build time.
 //! Adding an architecture is a data change plus a test.
 
+pub mod gguf;
 pub mod sd;

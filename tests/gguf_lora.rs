@@ -1,0 +1,399 @@
+//! GGUF LoRA adapters against llama.cpp's own converter (`convert_lora_to_gguf.py`, files in
+//! fixtures/gguf made from fixtures/peft with `--base tiny_llama`), and against gguf-py reading
+//! what loratool writes (tests/interop/check_gguf_lora.py, run here with python3).
+
+mod common;
+
+use common::*;
+use loratool::adapter::detect::{read_adapter, read_adapter_for_base};
+use loratool::adapter::gguf::{rope::permute_rows, GgufBase};
+use loratool::adapter::{Adapter, ReadOptions};
+use loratool::io::gguf::{GgufFile, GgufValue};
+use loratool::io::SafetensorsFile;
+use std::path::Path;
+use std::process::Command;
+
+fn read(path: &Path) -> Adapter {
+    read_adapter(path, None, ReadOptions::default()).expect("adapter reads")
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let o = loratool(args);
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
+fn convert(input: &Path, base: &Path, dtype: Option<&str>, out: &Path) {
+    let mut args = vec![
+        "convert",
+        input.to_str().unwrap(),
+        "--to",
+        "gguf",
+        "--base",
+        base.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    if let Some(d) = dtype {
+        args.extend(["--dtype", d]);
+    }
+    run_ok(&args);
+}
+
+/// Same tensor names in the same order, same ggml types and dims, same bytes.
+fn assert_same_tensors(ours: &Path, theirs: &Path) {
+    let (a, b) = (
+        GgufFile::open(ours).unwrap(),
+        GgufFile::open(theirs).unwrap(),
+    );
+    let names = |f: &GgufFile| f.tensors.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b));
+    for (name, ta) in &a.tensors {
+        let tb = &b.tensors[name];
+        assert_eq!((ta.ggml_type, &ta.dims), (tb.ggml_type, &tb.dims), "{name}");
+        assert!(
+            a.tensor_bytes(name).unwrap() == b.tensor_bytes(name).unwrap(),
+            "{name}: bytes differ"
+        );
+    }
+    for key in [
+        "general.architecture",
+        "general.type",
+        "adapter.type",
+        "adapter.lora.alpha",
+    ] {
+        let (x, y) = (&a.kv[key], &b.kv[key]);
+        assert_eq!(x.type_id(), y.type_id(), "{key} type");
+        assert_eq!(x.to_string(), y.to_string(), "{key}");
+    }
+}
+
+#[test]
+fn peft_to_gguf_equals_llama_cpp_converter_for_every_dtype() {
+    let dir = tempdir();
+    let config = fixture("tiny_llama/config.json");
+    for (dtype, theirs) in [
+        (None, "gguf/plain-f32.gguf"),
+        (Some("f16"), "gguf/plain-f16.gguf"),
+        (Some("q8_0"), "gguf/plain-q8_0.gguf"),
+    ] {
+        let out = dir
+            .path()
+            .join(format!("plain-{}.gguf", dtype.unwrap_or("f32")));
+        convert(&fixture("peft/plain"), &config, dtype, &out);
+        assert_same_tensors(&out, &fixture(theirs));
+    }
+    // a base GGUF instead of config.json: same file, and shapes are checked against it
+    let out = dir.path().join("from-gguf-base.gguf");
+    convert(
+        &fixture("peft/plain"),
+        &fixture("tiny_llama-f32.gguf"),
+        None,
+        &out,
+    );
+    assert_same_tensors(&out, &fixture("gguf/plain-f32.gguf"));
+}
+
+#[test]
+fn rope_permutation_matches_the_converted_base_model() {
+    // convert_hf_to_gguf.py permuted the tiny llama's q (8 heads) and k (2 KV heads) rows
+    let hf = SafetensorsFile::open(&fixture("tiny_llama/model.safetensors")).unwrap();
+    let gg = GgufFile::open(&fixture("tiny_llama-f32.gguf")).unwrap();
+    for (hf_name, gg_name, heads) in [
+        (
+            "model.layers.1.self_attn.q_proj.weight",
+            "blk.1.attn_q.weight",
+            8,
+        ),
+        (
+            "model.layers.1.self_attn.k_proj.weight",
+            "blk.1.attn_k.weight",
+            2,
+        ),
+    ] {
+        let t = hf.tensor(hf_name).unwrap();
+        let cols = t.shape()[1];
+        let permuted = permute_rows(&t.to_f32(), cols, heads, false).unwrap();
+        let theirs: Vec<f32> = gg
+            .tensor_bytes(gg_name)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_eq!(permuted, theirs, "{gg_name}");
+    }
+}
+
+#[test]
+fn gguf_to_peft_undoes_the_permutation() {
+    let base = GgufBase::load(&fixture("tiny_llama/config.json")).unwrap();
+    let gguf = read_adapter_for_base(
+        &fixture("gguf/plain-f32.gguf"),
+        None,
+        ReadOptions::default(),
+        Some(&base),
+    )
+    .unwrap();
+    assert_same_layers(&gguf, &read(&fixture("peft/plain")));
+
+    // through the CLI, to a PEFT directory, from the f16 file (f16 factors kept as f16)
+    let dir = tempdir();
+    let out = dir.path().join("back");
+    run_ok(&[
+        "convert",
+        fixture("gguf/plain-f16.gguf").to_str().unwrap(),
+        "--to",
+        "peft",
+        "--base",
+        fixture("tiny_llama/config.json").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let back = read(&out);
+    let orig = read(&fixture("peft/plain"));
+    for (p, l) in &orig.layers {
+        let b = &back.layers[p];
+        assert_eq!(b.down.dtype(), loratool::tensor::DType::F16);
+        assert!(rel_err(&dense_delta(l), &dense_delta(b)) < 2e-3, "{p}");
+    }
+
+    // without a base, the q/k rows cannot be put back: refused with the fix
+    let o = loratool(&[
+        "convert",
+        fixture("gguf/plain-f32.gguf").to_str().unwrap(),
+        "--to",
+        "peft",
+        "-o",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--base"), "{}", stderr(&o));
+}
+
+#[test]
+fn rslora_and_patterns_keep_peft_scales_unlike_the_reference_converter() {
+    let dir = tempdir();
+    let out = dir.path().join("rs.gguf");
+    convert(
+        &fixture("peft/rslora_patterns"),
+        &fixture("tiny_llama/config.json"),
+        None,
+        &out,
+    );
+    let f = GgufFile::open(&out).unwrap();
+    let alpha = match &f.kv["adapter.lora.alpha"] {
+        GgufValue::F32(a) => f64::from(*a),
+        v => panic!("alpha stored as {v}"),
+    };
+    // most modules: rank 8, rsLoRA alpha 16 → scale 16/√8, written as alpha·√r
+    assert!((alpha - 16.0 * 8f64.sqrt()).abs() < 1e-4, "alpha {alpha}");
+    // what llama.cpp computes from our file (alpha / r · B·A, read back by loratool) equals
+    // PEFT's scales on the original tensors: q 16/√2, v 3/√8, others 16/√8
+    let base = GgufBase::load(&fixture("tiny_llama/config.json")).unwrap();
+    let ours = read_adapter_for_base(&out, None, ReadOptions::default(), Some(&base)).unwrap();
+    let peft = read(&fixture("peft/rslora_patterns"));
+    let st =
+        SafetensorsFile::open(&fixture("peft/rslora_patterns/adapter_model.safetensors")).unwrap();
+    for (p, l) in &peft.layers {
+        let a = st
+            .tensor(&format!("base_model.model.{p}.lora_A.weight"))
+            .unwrap();
+        let r = a.shape()[0] as f64;
+        let scale = if p.ends_with("q_proj") {
+            16.0 / 2f64.sqrt()
+        } else if p.ends_with("v_proj") {
+            3.0 / r.sqrt()
+        } else {
+            16.0 / r.sqrt()
+        };
+        assert!((l.scale() - scale).abs() < 1e-9, "{p}: reader scale");
+        let e = rel_err(&dense_delta(l), &dense_delta(&ours.layers[p]));
+        assert!(e < 1e-6, "{p}: {e:.2e}");
+        assert_eq!(ours.layers[p].alpha, alpha as f32 as f64);
+    }
+}
+
+#[test]
+fn refusals_name_the_reason() {
+    let dir = tempdir();
+    let out = dir.path().join("x.gguf");
+    let config = fixture("tiny_llama/config.json");
+    // DoRA
+    let o = loratool(&[
+        "convert",
+        fixture("peft/dora").to_str().unwrap(),
+        "--to",
+        "gguf",
+        "--base",
+        config.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("DoRA"), "{}", stderr(&o));
+    // no --base
+    let o = loratool(&[
+        "convert",
+        fixture("peft/plain").to_str().unwrap(),
+        "--to",
+        "gguf",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--base"), "{}", stderr(&o));
+    // unknown architecture
+    let cfg = dir.path().join("config.json");
+    std::fs::write(
+        &cfg,
+        r#"{"architectures": ["FalconForCausalLM"], "num_attention_heads": 8}"#,
+    )
+    .unwrap();
+    let o = loratool(&[
+        "convert",
+        fixture("peft/plain").to_str().unwrap(),
+        "--to",
+        "gguf",
+        "--base",
+        cfg.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("FalconForCausalLM") && stderr(&o).contains("never guesses"),
+        "{}",
+        stderr(&o)
+    );
+    // lm_head on a tied base
+    std::fs::write(
+        &cfg,
+        r#"{"architectures": ["LlamaForCausalLM"], "num_attention_heads": 8, "num_key_value_heads": 2, "tie_word_embeddings": true}"#,
+    )
+    .unwrap();
+    let lm = dir.path().join("lm");
+    std::fs::create_dir_all(&lm).unwrap();
+    std::fs::write(
+        lm.join("adapter_config.json"),
+        r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["lm_head"]}"#,
+    )
+    .unwrap();
+    use loratool::tensor::DType;
+    write_st(
+        &lm.join("adapter_model.safetensors"),
+        &[
+            (
+                "base_model.model.lm_head.lora_A.weight".into(),
+                pseudo(vec![2, 128], 1, DType::F32),
+            ),
+            (
+                "base_model.model.lm_head.lora_B.weight".into(),
+                pseudo(vec![512, 2], 2, DType::F32),
+            ),
+        ],
+        &[],
+    );
+    let o = loratool(&[
+        "convert",
+        lm.to_str().unwrap(),
+        "--to",
+        "gguf",
+        "--base",
+        cfg.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("ties lm_head"), "{}", stderr(&o));
+    // the same adapter on the untied tiny llama GGUF is fine, and its shape is checked
+    run_ok(&[
+        "convert",
+        lm.to_str().unwrap(),
+        "--to",
+        "gguf",
+        "--base",
+        fixture("tiny_llama-f32.gguf").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    // a module whose shape does not fit the base GGUF (in 100, the base's q has 128)
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("adapter_config.json"),
+        r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]}"#,
+    )
+    .unwrap();
+    let q = "base_model.model.model.layers.0.self_attn.q_proj";
+    write_st(
+        &bad.join("adapter_model.safetensors"),
+        &[
+            (
+                format!("{q}.lora_A.weight"),
+                pseudo(vec![2, 100], 1, DType::F32),
+            ),
+            (
+                format!("{q}.lora_B.weight"),
+                pseudo(vec![128, 2], 2, DType::F32),
+            ),
+        ],
+        &[],
+    );
+    let y = dir.path().join("y.gguf");
+    let o = loratool(&[
+        "convert",
+        bad.to_str().unwrap(),
+        "--to",
+        "gguf",
+        "--base",
+        fixture("tiny_llama-f32.gguf").to_str().unwrap(),
+        "-o",
+        y.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("wrong base model") && e.contains("blk.0.attn_q.weight"),
+        "{e}"
+    );
+    assert!(!y.exists(), "nothing written");
+}
+
+/// gguf-py (the pip package llama.cpp's scripts use) reads every kind of file loratool
+/// writes and finds the deltas PEFT defines, permuted as llama.cpp expects.
+#[test]
+fn gguf_py_reads_what_loratool_writes() {
+    let dir = tempdir();
+    let config = fixture("tiny_llama/config.json");
+    let mut jobs = Vec::new();
+    for (adapter, dtype) in [
+        ("peft/plain", "f32"),
+        ("peft/plain", "f16"),
+        ("peft/plain", "bf16"),
+        ("peft/plain", "q8_0"),
+        ("peft/rslora_patterns", "f32"),
+        ("peft/embed", "f32"),
+        ("gen_llama_peft", "f16"),
+    ] {
+        let out = dir
+            .path()
+            .join(format!("{}-{dtype}.gguf", adapter.replace('/', "_")));
+        convert(&fixture(adapter), &config, Some(dtype), &out);
+        jobs.push(format!(
+            "{}={}={dtype}",
+            fixture(adapter).display(),
+            out.display()
+        ));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/check_gguf_lora.py");
+    let o = Command::new("python3")
+        .arg(&script)
+        .arg(&config)
+        .args(&jobs)
+        .output()
+        .expect("python3 runs (CI installs numpy, safetensors and gguf)");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}\n{err}");
+    println!("{out}");
+}
