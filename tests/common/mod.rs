@@ -128,40 +128,54 @@ pub fn pseudo(
     loratool::tensor::Tensor::from_f32(shape, &vals, dtype).expect("tensor")
 }
 
+/// ⟨ΔW_x, ΔW_y⟩_F from the factors: tr((B_xᵀB_y)(A_yA_xᵀ))·s_x·s_y.
+pub fn fro_inner(x: &LoraLayer, y: &LoraLayer) -> f64 {
+    let (ux, dx, rx) = (x.up.to_f64(), x.down.to_f64(), x.rank());
+    let (uy, dy, ry) = (y.up.to_f64(), y.down.to_f64(), y.rank());
+    let m = ux.len() / rx;
+    let n = dx.len() / rx;
+    let mut bb = vec![0.0f64; rx * ry]; // B_xᵀ B_y
+    for i in 0..m {
+        for p in 0..rx {
+            for q in 0..ry {
+                bb[p * ry + q] += ux[i * rx + p] * uy[i * ry + q];
+            }
+        }
+    }
+    let mut aa = vec![0.0f64; ry * rx]; // A_y A_xᵀ
+    for q in 0..ry {
+        for p in 0..rx {
+            let mut s = 0.0;
+            for j in 0..n {
+                s += dy[q * n + j] * dx[p * n + j];
+            }
+            aa[q * rx + p] = s;
+        }
+    }
+    let mut t = 0.0;
+    for p in 0..rx {
+        for q in 0..ry {
+            t += bb[p * ry + q] * aa[q * rx + p];
+        }
+    }
+    t * x.scale() * y.scale()
+}
+
 /// ‖ΔW₁ − ΔW₂‖_F / ‖ΔW₂‖_F for two layers on the same module, from the factors by plain loops
 /// (⟨B₁A₁, B₂A₂⟩ = tr((B₁ᵀB₂)(A₂A₁ᵀ))), so big modules need no dense matrix.
 pub fn rel_fro_diff(a: &LoraLayer, b: &LoraLayer) -> f64 {
-    let inner = |x: &LoraLayer, y: &LoraLayer| -> f64 {
-        let (ux, dx, rx) = (x.up.to_f64(), x.down.to_f64(), x.rank());
-        let (uy, dy, ry) = (y.up.to_f64(), y.down.to_f64(), y.rank());
-        let m = ux.len() / rx;
-        let n = dx.len() / rx;
-        let mut bb = vec![0.0f64; rx * ry]; // B_xᵀ B_y
-        for i in 0..m {
-            for p in 0..rx {
-                for q in 0..ry {
-                    bb[p * ry + q] += ux[i * rx + p] * uy[i * ry + q];
-                }
-            }
+    rel_fro_diff_weighted(a, &[(b, 1.0)])
+}
+
+/// ‖ΔW_ours − Σ wᵢ·ΔWᵢ‖_F / ‖Σ wᵢ·ΔWᵢ‖_F, from the factors only.
+pub fn rel_fro_diff_weighted(ours: &LoraLayer, terms: &[(&LoraLayer, f64)]) -> f64 {
+    let xx = fro_inner(ours, ours);
+    let xy: f64 = terms.iter().map(|(l, w)| w * fro_inner(ours, l)).sum();
+    let mut yy = 0.0;
+    for (a, wa) in terms {
+        for (b, wb) in terms {
+            yy += wa * wb * fro_inner(a, b);
         }
-        let mut aa = vec![0.0f64; ry * rx]; // A_y A_xᵀ
-        for q in 0..ry {
-            for p in 0..rx {
-                let mut s = 0.0;
-                for j in 0..n {
-                    s += dy[q * n + j] * dx[p * n + j];
-                }
-                aa[q * rx + p] = s;
-            }
-        }
-        let mut t = 0.0;
-        for p in 0..rx {
-            for q in 0..ry {
-                t += bb[p * ry + q] * aa[q * rx + p];
-            }
-        }
-        t * x.scale() * y.scale()
-    };
-    let (aa, bb, ab) = (inner(a, a), inner(b, b), inner(a, b));
-    ((aa + bb - 2.0 * ab).max(0.0)).sqrt() / bb.sqrt().max(1e-300)
+    }
+    ((xx + yy - 2.0 * xy).max(0.0)).sqrt() / yy.sqrt().max(1e-300)
 }
