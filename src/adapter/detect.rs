@@ -30,12 +30,7 @@ pub fn detect_format(path: &Path) -> Result<Format> {
             ),
         ));
     }
-    let mut magic = [0u8; 4];
-    let is_gguf = std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .is_ok()
-        && &magic == b"GGUF";
-    if is_gguf {
+    if crate::io::gguf::is_gguf(path) {
         return Ok(Format::Gguf);
     }
     let file = SafetensorsFile::open(path)?;

@@ -78,7 +78,7 @@ struct ModelInfo {
 
 pub fn run(args: InfoArgs) -> Result<()> {
     let path = &args.path;
-    if path.is_file() && super::info_gguf::is_gguf(path) {
+    if path.is_file() && crate::io::gguf::is_gguf(path) {
         return super::info_gguf::run(path, args.json);
     }
     let is_adapter = args.from.is_some() || detect_format(path).is_ok();

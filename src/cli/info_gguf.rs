@@ -25,16 +25,6 @@ struct GgufInfo {
     params: u64,
 }
 
-/// Whether `path` is a GGUF file (by its magic).
-pub fn is_gguf(path: &Path) -> bool {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && &magic == crate::io::gguf::GGUF_MAGIC
-}
-
 pub fn run(path: &Path, json: bool) -> Result<()> {
     let f = GgufFile::open(path).with_context(|| format!("reading {}", path.display()))?;
     let mut types: BTreeMap<String, (usize, u64)> = BTreeMap::new();

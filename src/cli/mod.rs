@@ -2,12 +2,14 @@
 //! Exit codes: 0 success, 1 runtime error, 2 usage error.
 
 mod adapter_io;
+mod bake;
 mod convert;
 mod fmt;
 mod info;
 mod info_gguf;
 mod merge;
 mod progress;
+mod quantize;
 mod resize;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +37,10 @@ enum Command {
     Resize(resize::ResizeArgs),
     /// Merge several adapters into one (exact weighted sum, sd-scripts svd, TIES, DARE, ...).
     Merge(merge::MergeArgs),
+    /// Re-encode a GGUF model or adapter to one ggml type (bit-exact with ggml's quantizers).
+    Quantize(quantize::QuantizeArgs),
+    /// Add adapters into a GGUF base model's weights (quantized bases stay quantized).
+    Bake(bake::BakeArgs),
 }
 
 /// Parse the command line, run the command, and return the process exit code.
@@ -52,6 +58,8 @@ pub fn run() -> i32 {
         Command::Convert(a) => convert::run(a),
         Command::Resize(a) => resize::run(a),
         Command::Merge(a) => merge::run(a),
+        Command::Quantize(a) => quantize::run(a),
+        Command::Bake(a) => bake::run(a),
     };
     match result {
         Ok(()) => 0,

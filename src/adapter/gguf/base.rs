@@ -32,12 +32,7 @@ impl GgufBase {
         } else {
             path.to_path_buf()
         };
-        let mut magic = [0u8; 4];
-        let is_gguf = std::fs::File::open(&config)
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-            .is_ok()
-            && &magic == b"GGUF";
-        if is_gguf {
+        if crate::io::gguf::is_gguf(&config) {
             from_gguf(&GgufFile::open(&config)?)
         } else {
             from_config(&config)
@@ -107,7 +102,8 @@ fn from_config(path: &Path) -> Result<GgufBase> {
     })
 }
 
-fn from_gguf(file: &GgufFile) -> Result<GgufBase> {
+/// The base described by an open GGUF model.
+pub fn from_gguf(file: &GgufFile) -> Result<GgufBase> {
     let path = file.path();
     let name = file
         .architecture()

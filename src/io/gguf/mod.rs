@@ -22,6 +22,16 @@ pub const MAX_DIMS: usize = 4;
 /// ggml stores names NUL-terminated in 64 bytes, so a name has at most 63.
 pub const MAX_NAME_BYTES: usize = 64;
 
+/// Whether `path` is a readable file that starts with the GGUF magic.
+pub fn is_gguf(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && &magic == GGUF_MAGIC
+}
+
 /// `(block size, bytes per block, name)` of a ggml type id loratool can size.
 pub fn ggml_type_layout(id: u32) -> Option<(usize, usize, &'static str)> {
     if let Some(q) = QuantType::from_ggml_type(id) {

@@ -1,0 +1,111 @@
+//! `loratool quantize`: re-encode a GGUF model or adapter to one ggml type.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::fmt::human_bytes;
+use super::progress::bytes_bar;
+use crate::io::gguf::GgufFile;
+use crate::ops::gguf_quantize::{quantize_gguf, QuantizeOptions, TensorQuant};
+use crate::quant::QuantType;
+
+#[derive(Args)]
+pub struct QuantizeArgs {
+    /// Input GGUF (a llama.cpp model or LoRA adapter).
+    pub input: PathBuf,
+    /// Target type: q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, f16, bf16, f32.
+    #[arg(long = "type", value_parser = parse_type)]
+    pub ty: QuantType,
+    /// Output GGUF.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Re-quantize tensors that are already block-quantized (each pass adds rounding error).
+    #[arg(long)]
+    pub allow_requantize: bool,
+    /// Print one JSON object (every tensor and the totals) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_type(s: &str) -> Result<QuantType, String> {
+    s.parse::<QuantType>().map_err(|e| e.to_string())
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    input: String,
+    output: String,
+    target: &'static str,
+    bytes_before: u64,
+    bytes_after: u64,
+    tensors: &'a [TensorQuant],
+}
+
+pub fn run(args: QuantizeArgs) -> Result<()> {
+    let file =
+        GgufFile::open(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
+    let total: u64 = file.tensors.values().map(|t| t.byte_len).sum();
+    let bar = bytes_bar(total, "quantizing");
+    let progress = |n: u64| bar.inc(n);
+    let opts = QuantizeOptions {
+        target: args.ty,
+        allow_requantize: args.allow_requantize,
+    };
+    let result = quantize_gguf(&file, &args.output, opts, &progress);
+    bar.finish_and_clear();
+    let tensors = result.with_context(|| format!("quantizing {}", args.input.display()))?;
+    let before = std::fs::metadata(&args.input).map_or(0, |m| m.len());
+    let after = std::fs::metadata(&args.output).map_or(0, |m| m.len());
+    if args.json {
+        let r = Report {
+            input: args.input.display().to_string(),
+            output: args.output.display().to_string(),
+            target: args.ty.name(),
+            bytes_before: before,
+            bytes_after: after,
+            tensors: &tensors,
+        };
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let mut by_change: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for t in &tensors {
+        *by_change.entry((t.from, t.to)).or_default() += 1;
+    }
+    for ((from, to), n) in &by_change {
+        let verb = if from == to { "kept" } else { "→" };
+        if from == to {
+            println!("  {n:>5} tensors {verb} {from}");
+        } else {
+            println!("  {n:>5} tensors {from} {verb} {to}");
+        }
+    }
+    let fallbacks: Vec<&TensorQuant> = tensors.iter().filter(|t| t.note.is_some()).collect();
+    if let Some(first) = fallbacks.first() {
+        println!(
+            "  {} tensors not at {} (e.g. {}: {}, stored as {})",
+            fallbacks.len(),
+            args.ty,
+            first.name,
+            first.note.as_deref().unwrap_or_default(),
+            first.to
+        );
+    }
+    println!(
+        "quantized {} to {}: {} → {} ({:.1}%), wrote {}",
+        args.input.display(),
+        args.ty,
+        human_bytes(before),
+        human_bytes(after),
+        if before > 0 {
+            after as f64 * 100.0 / before as f64
+        } else {
+            0.0
+        },
+        args.output.display()
+    );
+    Ok(())
+}
