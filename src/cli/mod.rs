@@ -53,6 +53,9 @@ pub fn run() -> i32 {
             return code;
         }
     };
+    // loratool parallelises over modules, rows and tensors with rayon; faer's own threads inside
+    // each small per-module kernel would only oversubscribe the same cores
+    faer::set_global_parallelism(faer::Par::Seq);
     let result = match cli.command {
         Command::Info(a) => info::run(a),
         Command::Convert(a) => convert::run(a),

@@ -36,12 +36,31 @@ pub fn factored_svd(
     rank: usize,
     n: usize,
 ) -> Result<LowRankSvd> {
+    factored_svd_keeping(up, down, m, rank, n, |s| Ok(s.len())).map(|(svd, _)| svd)
+}
+
+/// [`factored_svd`] that forms singular vectors only for the `keep(σ)` largest triplets (chosen
+/// from all singular values, which are returned too), the expensive part for large modules.
+pub fn factored_svd_keeping(
+    up: &[f32],
+    down: &[f32],
+    m: usize,
+    rank: usize,
+    n: usize,
+    keep: impl FnOnce(&[f64]) -> Result<usize>,
+) -> Result<(LowRankSvd, Vec<f64>)> {
     check_matrix("lora up (B)", up, m, rank)?;
     check_matrix("lora down (A)", down, rank, n)?;
+    if m == 0 || n == 0 || rank == 0 {
+        return Ok((LowRankSvd::empty(m, n), Vec::new()));
+    }
     let b = MatRef::from_row_major_slice(up, m, rank);
     // Aᵀ as an n × rank view of the row-major rank × n buffer: no copy.
     let at = MatRef::from_row_major_slice(down, rank, n).transpose();
-    svd_of_product(b, at, Basis::General)
+    let core = ProductCore::general(b, at)?;
+    let s = core.singular_values().to_vec();
+    let k = keep(&s)?;
+    Ok((core.into_svd(k), s))
 }
 
 /// Exact thin SVD of `Σ wᵢ·upᵢ·downᵢ` for terms of possibly different ranks `rᵢ` on the same
@@ -51,6 +70,17 @@ pub fn factored_svd(
 /// f32. Each `weight` should already include the term's LoRA scale (`alpha/r`, or
 /// `alpha/√r` for rsLoRA) times its merge weight.
 pub fn weighted_sum_svd(terms: &[WeightedTerm<'_>], m: usize, n: usize) -> Result<LowRankSvd> {
+    weighted_sum_svd_keeping(terms, m, n, |s| Ok(s.len())).map(|(svd, _)| svd)
+}
+
+/// [`weighted_sum_svd`] forming vectors only for the `keep(σ)` largest triplets (see
+/// [`factored_svd_keeping`]); also returns all singular values.
+pub fn weighted_sum_svd_keeping(
+    terms: &[WeightedTerm<'_>],
+    m: usize,
+    n: usize,
+    keep: impl FnOnce(&[f64]) -> Result<usize>,
+) -> Result<(LowRankSvd, Vec<f64>)> {
     let mut total_rank = 0usize;
     for (i, &(weight, up, rank, down)) in terms.iter().enumerate() {
         if !weight.is_finite() {
@@ -67,99 +97,194 @@ pub fn weighted_sum_svd(terms: &[WeightedTerm<'_>], m: usize, n: usize) -> Resul
     element_count("concatenated up", m, total_rank)?;
     element_count("concatenated down", total_rank, n)?;
 
-    // B_cat (m × R) and A_catᵀ (n × R), column blocks in term order.
+    // B_cat (m × R) and A_catᵀ (n × R), column blocks in term order. A_catᵀ's columns are
+    // the rows of the A factors, copied whole.
     let mut b = Mat::<f32>::zeros(m, total_rank);
     let mut at = Mat::<f32>::zeros(n, total_rank);
     let mut offset = 0;
+    let mut finite = true;
     for &(weight, up, rank, down) in terms {
-        let src_b = MatRef::from_row_major_slice(up, m, rank);
-        let src_a = MatRef::from_row_major_slice(down, rank, n);
         for j in 0..rank {
-            for i in 0..m {
-                b[(i, offset + j)] = (weight * f64::from(src_b[(i, j)])) as f32;
+            // contiguous writes down each column of B_cat; strided reads of row-major up
+            for (dst, &x) in b
+                .col_mut(offset + j)
+                .iter_mut()
+                .zip(up[j..].iter().step_by(rank))
+            {
+                let v = (weight * f64::from(x)) as f32;
+                finite &= v.is_finite();
+                *dst = v;
             }
-            for i in 0..n {
-                at[(i, offset + j)] = src_a[(j, i)];
-            }
+        }
+        for (j, row) in down.chunks_exact(n.max(1)).enumerate().take(rank) {
+            at.col_mut(offset + j)
+                .iter_mut()
+                .zip(row)
+                .for_each(|(dst, &x)| *dst = x);
         }
         offset += rank;
     }
-    if b.col_iter().any(|col| col.iter().any(|x| !x.is_finite())) {
+    // only reachable when a weight overflows a factor: the inputs were checked finite
+    if !finite {
         return Err(Error::Invalid(
             "weighted up factors overflow float32 (weights too large)".into(),
         ));
     }
-    svd_of_product(b.as_ref(), at.as_ref(), Basis::General)
+    if m == 0 || n == 0 || total_rank == 0 {
+        return Ok((LowRankSvd::empty(m, n), Vec::new()));
+    }
+    let core = ProductCore::general(b.as_ref(), at.as_ref())?;
+    let s = core.singular_values().to_vec();
+    let k = keep(&s)?;
+    Ok((core.into_svd(k), s))
 }
 
-/// Whether the left factor is already known to have orthonormal columns.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Basis {
-    /// Any `m × r` matrix: orthonormalise it with a QR first.
-    General,
-    /// Orthonormal columns (e.g. a randomized range finder's `Q`): `Q_B = B`, `R_B = I`.
-    Orthonormal,
+/// The left basis of a [`ProductCore`]: Householder reflectors of `B`'s QR, or `B` itself.
+enum LeftBasis<'a> {
+    Householder(faer::linalg::solvers::Qr<f32>),
+    Orthonormal(MatRef<'a, f32>),
 }
 
-/// The exact thin SVD of `b · atᵀ`, with `b` `m × r` and `at` `n × r`.
-pub(crate) fn svd_of_product(
-    b: MatRef<'_, f32>,
+/// The exact SVD of `b · atᵀ` before its singular vectors are formed: the QRs of both factors
+/// and the SVD of the small core. Callers read all singular values (to choose a rank), then
+/// form only the vectors they keep: forming `U = Q_B·U_c` for `keep` columns by applying the
+/// Householder reflectors costs `O(m·r·keep)`, instead of forming `Q_B` (`O(m·r²)`) and
+/// multiplying.
+pub(crate) struct ProductCore<'a> {
+    left: LeftBasis<'a>,
+    right: faer::linalg::solvers::Qr<f32>,
+    u_core: Mat<f32>,
+    v_core: Mat<f32>,
+    s: Vec<f64>,
+    m: usize,
+    n: usize,
+}
+
+impl<'a> ProductCore<'a> {
+    /// QR both factors and take the SVD of the core, `b` `m × r` (any), `at` `n × r`.
+    pub(crate) fn general(b: MatRef<'_, f32>, at: MatRef<'_, f32>) -> Result<ProductCore<'static>> {
+        let qr = b.qr();
+        let r_b = widen(qr.thin_R());
+        ProductCore::with_left(LeftBasis::Householder(qr), r_b, b.nrows(), at)
+    }
+
+    /// As [`general`](Self::general) for a `b` whose columns are already orthonormal.
+    pub(crate) fn orthonormal(b: MatRef<'a, f32>, at: MatRef<'_, f32>) -> Result<Self> {
+        let r = b.ncols();
+        ProductCore::with_left(
+            LeftBasis::Orthonormal(b),
+            Mat::<f64>::identity(r, r),
+            b.nrows(),
+            at,
+        )
+    }
+
+    fn with_left(
+        left: LeftBasis<'a>,
+        r_b: Mat<f64>,
+        m: usize,
+        at: MatRef<'_, f32>,
+    ) -> Result<Self> {
+        let n = at.nrows();
+        let r = at.ncols();
+        let right = at.qr();
+        let r_a = widen(right.thin_R());
+        // The small core in f64: accuracy is free at this size.
+        let core = &r_b * r_a.transpose();
+        let core_svd = core.thin_svd().map_err(|e| {
+            Error::Invalid(format!("SVD of the {r}×{r} core did not converge: {e:?}"))
+        })?;
+        let s = core_svd.S().column_vector().iter().copied().collect();
+        Ok(ProductCore {
+            left,
+            right,
+            u_core: narrow(core_svd.U()),
+            v_core: narrow(core_svd.V()),
+            s,
+            m,
+            n,
+        })
+    }
+
+    /// All `k = min(r, m, n)` singular values, descending.
+    pub(crate) fn singular_values(&self) -> &[f64] {
+        &self.s
+    }
+
+    /// The SVD restricted to the `keep` largest triplets (`keep` is capped at `k`).
+    pub(crate) fn into_svd(self, keep: usize) -> LowRankSvd {
+        let keep = keep.min(self.s.len());
+        let (m, n) = (self.m, self.n);
+        let par = faer::get_global_parallelism();
+        // U (m × keep) straight into a row-major buffer.
+        let mut u = vec![0.0f32; m * keep];
+        let u_core = self.u_core.as_ref().subcols(0, keep);
+        let u_view = MatMut::from_row_major_slice_mut(&mut u, m, keep);
+        match &self.left {
+            LeftBasis::Orthonormal(b) => matmul(u_view, Accum::Replace, *b, u_core, 1.0f32, par),
+            LeftBasis::Householder(qr) => apply_q(qr, u_core, u_view, par),
+        }
+        // Vᵀ (keep × n row-major) is V = Q_A·V_c (n × keep) column-major: the same bytes.
+        let mut vt = vec![0.0f32; keep * n];
+        let v_core = self.v_core.as_ref().subcols(0, keep);
+        apply_q(
+            &self.right,
+            v_core,
+            MatMut::from_column_major_slice_mut(&mut vt, n, keep),
+            par,
+        );
+        let mut s = self.s;
+        s.truncate(keep);
+        LowRankSvd { u, s, vt, m, n }
+    }
+}
+
+/// `out = Q·[small; 0]` for the thin Q of `qr`, by applying its Householder reflectors.
+fn apply_q(
+    qr: &faer::linalg::solvers::Qr<f32>,
+    small: MatRef<'_, f32>,
+    mut out: MatMut<'_, f32>,
+    par: faer::Par,
+) {
+    use faer::dyn_stack::{MemBuffer, MemStack};
+    use faer::linalg::householder;
+    out.fill(0.0);
+    let rows = small.nrows().min(out.nrows());
+    out.as_mut()
+        .subrows_mut(0, rows)
+        .copy_from(small.subrows(0, rows));
+    let basis = qr.Q_basis();
+    let coeff = qr.Q_coeff();
+    let scratch = householder::apply_block_householder_sequence_on_the_left_in_place_scratch::<f32>(
+        basis.nrows(),
+        coeff.nrows(),
+        out.ncols(),
+    );
+    let mut buf = MemBuffer::new(scratch);
+    householder::apply_block_householder_sequence_on_the_left_in_place_with_conj(
+        basis,
+        coeff,
+        faer::Conj::No,
+        out,
+        par,
+        MemStack::new(&mut buf),
+    );
+}
+
+/// The exact thin SVD of `q · atᵀ` for a `q` (`m × r`) with orthonormal columns (e.g. a
+/// randomized range finder's basis), all triplets.
+pub(crate) fn svd_of_orthonormal_product(
+    q: MatRef<'_, f32>,
     at: MatRef<'_, f32>,
-    basis: Basis,
 ) -> Result<LowRankSvd> {
-    let (m, r) = b.shape();
+    let (m, r) = q.shape();
     let n = at.nrows();
-    debug_assert_eq!(at.ncols(), r);
     if m == 0 || n == 0 || r == 0 {
         return Ok(LowRankSvd::empty(m, n));
     }
-
-    // Orthonormal bases and triangular factors: B = Q_B·R_B (R_B is kb × r, kb = min(m, r)).
-    let q_b_owned;
-    let (q_b, r_b) = match basis {
-        Basis::General => {
-            let qr = b.qr();
-            q_b_owned = qr.compute_thin_Q();
-            (q_b_owned.as_ref(), widen(qr.thin_R()))
-        }
-        Basis::Orthonormal => (b, Mat::<f64>::identity(r, r)),
-    };
-    let qr_a = at.qr();
-    let q_a = qr_a.compute_thin_Q();
-    let r_a = widen(qr_a.thin_R());
-
-    // The small core in f64: accuracy is free at this size.
-    let core = &r_b * r_a.transpose();
-    let core_svd = core
-        .thin_svd()
-        .map_err(|e| Error::Invalid(format!("SVD of the {r}×{r} core did not converge: {e:?}")))?;
-    let k = core_svd.S().dim();
-    let s: Vec<f64> = core_svd.S().column_vector().iter().copied().collect();
-
-    // Multiply back in f32. U = Q_B·U_c goes straight into a row-major buffer; Vᵀ (k × n
-    // row-major) is V = Q_A·V_c (n × k) stored column-major, i.e. the same bytes.
-    let par = faer::get_global_parallelism();
-    let u_core = narrow(core_svd.U());
-    let v_core = narrow(core_svd.V());
-    let mut u = vec![0.0f32; m * k];
-    matmul(
-        MatMut::from_row_major_slice_mut(&mut u, m, k),
-        Accum::Replace,
-        q_b,
-        u_core.as_ref(),
-        1.0f32,
-        par,
-    );
-    let mut vt = vec![0.0f32; k * n];
-    matmul(
-        MatMut::from_column_major_slice_mut(&mut vt, n, k),
-        Accum::Replace,
-        q_a.as_ref(),
-        v_core.as_ref(),
-        1.0f32,
-        par,
-    );
-    Ok(LowRankSvd { u, s, vt, m, n })
+    let core = ProductCore::orthonormal(q, at)?;
+    let k = core.singular_values().len();
+    Ok(core.into_svd(k))
 }
 
 #[cfg(test)]

@@ -19,7 +19,10 @@ mod quantile;
 mod randomized;
 mod rank_rules;
 
-pub use factored::{factored_svd, weighted_sum_svd, WeightedTerm};
+pub use factored::{
+    factored_svd, factored_svd_keeping, weighted_sum_svd, weighted_sum_svd_keeping, WeightedTerm,
+};
+pub use layout::{all_finite, sum_squares};
 pub use low_rank::{LowRankSvd, SvSplit};
 pub use quantile::{clamp_factors, quantile_linear, quantile_linear_in_place};
 pub use randomized::{exact_svd_dense, randomized_svd, RsvdParams};

@@ -7,7 +7,7 @@
 //! full SVD (≈40× faster at 4096², k=128). The final step is the exact factored SVD of
 //! `Q·(QᵀA)`, so the small factor is decomposed in f64 like every other core.
 
-use super::factored::{svd_of_product, Basis};
+use super::factored::svd_of_orthonormal_product;
 use super::layout::{check_matrix, to_row_major};
 use super::low_rank::LowRankSvd;
 use crate::error::{Error, Result};
@@ -75,7 +75,7 @@ pub fn randomized_svd(
 
     // A ≈ Q·(QᵀA); (QᵀA)ᵀ = Aᵀ·Q is n × sketch. Exact SVD of that factored product.
     let bt = a.transpose() * &q;
-    let mut svd = svd_of_product(q.as_ref(), bt.as_ref(), Basis::Orthonormal)?;
+    let mut svd = svd_of_orthonormal_product(q.as_ref(), bt.as_ref())?;
     svd.truncate(rank);
     Ok(svd)
 }

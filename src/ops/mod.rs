@@ -8,3 +8,4 @@ pub mod gguf_bake;
 pub mod gguf_quantize;
 pub mod merge;
 pub mod resize;
+mod schedule;

@@ -9,11 +9,13 @@
 //! sd-scripts does). With `alpha`, the stored alpha is set and the factors absorb the change, so
 //! ΔW stays the optimal rank-k approximation either way.
 
+use super::schedule::par_map_largest_first;
 use crate::adapter::{Adapter, LayerKind, LoraLayer};
 use crate::error::{Error, Result};
-use crate::linalg::{factored_svd, retention, select_rank, select_rank_kohya, RankRule, SvSplit};
+use crate::linalg::{
+    factored_svd_keeping, retention, select_rank, select_rank_kohya, RankRule, SvSplit,
+};
 use crate::tensor::Tensor;
-use rayon::prelude::*;
 
 #[derive(Clone, Debug)]
 pub struct ResizeOptions {
@@ -74,10 +76,10 @@ pub fn resize_with_progress(
             )));
         }
     }
-    let results: Vec<Result<(String, LoraLayer, ModuleResize)>> = adapter
-        .layers
-        .par_iter()
-        .map(|(path, layer)| {
+    let layers: Vec<(&String, &LoraLayer)> = adapter.layers.iter().collect();
+    let cost = |(_, l): &(&String, &LoraLayer)| l.param_count() * l.rank();
+    let results: Vec<Result<(String, LoraLayer, ModuleResize)>> =
+        par_map_largest_first(&layers, cost, |&(path, layer)| {
             let cap = if is_conv3(layer) {
                 opts.conv_rank.unwrap_or(opts.rank)
             } else {
@@ -88,8 +90,7 @@ pub fn resize_with_progress(
                 .map_err(|e| Error::module(path, e.to_string()));
             module_done();
             r
-        })
-        .collect();
+        });
     let mut out = adapter.clone();
     let mut reports = Vec::with_capacity(results.len());
     for r in results {
@@ -111,18 +112,24 @@ fn resize_layer(
     let cols = layer.down.numel() / old_rank;
     let up = layer.up.to_f32();
     let down = layer.down.to_f32();
-    let svd = factored_svd(&up, &down, out_features, old_rank, cols)?;
     let full_len = out_features.min(cols);
-    let new_rank = if opts.kohya_compat {
-        select_rank_kohya(&svd.s, full_len, opts.rule, cap)?
-    } else {
-        // never above the true number of directions, never above the old rank
-        select_rank(&svd.s, opts.rule, cap)?.min(old_rank).max(1)
-    };
-    let stats = retention(&svd.s, new_rank.min(svd.s.len()));
-    let total: f64 = svd.s.iter().map(|s| s * s).sum();
+    let mut new_rank = 0;
+    // only the kept singular vectors are formed: the rank is chosen from all the values first
+    let (svd, s) = factored_svd_keeping(&up, &down, out_features, old_rank, cols, |s| {
+        new_rank = if opts.kohya_compat {
+            select_rank_kohya(s, full_len, opts.rule, cap)?
+        } else {
+            // never above the true number of directions, never above the old rank
+            select_rank(s, opts.rule, cap)?.min(old_rank).max(1)
+        };
+        Ok(new_rank)
+    })?;
+    let kept = new_rank.min(s.len());
+    let stats = retention(&s, kept);
+    let total: f64 = s.iter().map(|x| x * x).sum();
+    let tail: f64 = s.iter().skip(kept).map(|x| x * x).sum();
     let rel_error = if total > 0.0 {
-        (svd.tail_energy(new_rank.min(svd.s.len())) / total).sqrt()
+        (tail / total).sqrt()
     } else {
         0.0
     };

@@ -54,11 +54,11 @@ pub use dense_methods::REFACTOR_PARAMS;
 pub use rng::DareMask;
 pub use sum::SUM_RANK_RTOL;
 
+use super::schedule::par_map_largest_first;
 use crate::adapter::Adapter;
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 use plan::{load_terms, output_dtype, ModulePlan};
-use rayon::prelude::*;
 use task_arithmetic::{Recipe, Sparsify};
 
 /// How the inputs are combined (see the module documentation).
@@ -220,9 +220,13 @@ pub fn merge_with_progress(
         .max()
         .unwrap_or(1);
 
-    let results: Vec<Result<(String, crate::adapter::LoraLayer, ModuleMerge)>> = plans
-        .par_iter()
-        .map(|plan| {
+    // cost of a module: its size times the summed rank (what the factored kernels scale with)
+    let cost = |p: &ModulePlan<'_>| {
+        let rank: usize = p.sources.iter().map(|(_, l)| l.rank()).sum();
+        (p.geometry.out + p.geometry.cols()) * rank * rank
+    };
+    let results: Vec<Result<(String, crate::adapter::LoraLayer, ModuleMerge)>> =
+        par_map_largest_first(&plans, cost, |plan| {
             let merged = merge_module(plan, inputs, opts, recipe.as_ref(), largest_rank)
                 .and_then(|f| {
                     let layer = plan
@@ -239,8 +243,7 @@ pub fn merge_with_progress(
                 .map_err(|e| in_module(plan.path, e));
             module_done();
             merged
-        })
-        .collect();
+        });
 
     let first = inputs.first().map(|i| i.adapter);
     let mut out = Adapter {

@@ -6,6 +6,7 @@
 use super::MergeInput;
 use crate::adapter::{LayerKind, LoraLayer};
 use crate::error::{Error, Result};
+use crate::linalg::all_finite;
 use crate::tensor::{DType, Tensor};
 use std::collections::BTreeMap;
 
@@ -204,6 +205,9 @@ pub(crate) fn load_terms(
             let up = layer.up.to_f32();
             let down = layer.down.to_f32();
             for (name, values) in [("lora up (B)", &up), ("lora down (A)", &down)] {
+                if all_finite(values) {
+                    continue;
+                }
                 if let Some(i) = values.iter().position(|x| !x.is_finite()) {
                     return Err(Error::module(
                         plan.path,

@@ -5,7 +5,7 @@
 use super::plan::Term;
 use super::Factors;
 use crate::error::Result;
-use crate::linalg::{weighted_sum_svd, LowRankSvd, SvSplit, WeightedTerm};
+use crate::linalg::{weighted_sum_svd_keeping, LowRankSvd, SvSplit, WeightedTerm};
 
 /// Singular values at or below `SUM_RANK_RTOL · Σᵢ |wᵢsᵢ|·‖Bᵢ‖_F·‖Aᵢ‖_F` are dropped as
 /// numerical zeros.
@@ -20,40 +20,41 @@ use crate::linalg::{weighted_sum_svd, LowRankSvd, SvSplit, WeightedTerm};
 /// tolerance changes ΔW by at most that much per direction.
 pub const SUM_RANK_RTOL: f64 = 1e-5;
 
-/// The exact SVD of the module's weighted sum of deltas.
-pub(crate) fn weighted_svd(terms: &[Term], rows: usize, cols: usize) -> Result<LowRankSvd> {
+/// The SVD of the module's weighted sum of deltas, with singular vectors formed only for the
+/// `keep(σ)` largest triplets; also all singular values.
+pub(crate) fn weighted_svd(
+    terms: &[Term],
+    rows: usize,
+    cols: usize,
+    keep: impl FnOnce(&[f64]) -> Result<usize>,
+) -> Result<(LowRankSvd, Vec<f64>)> {
     let weighted: Vec<WeightedTerm<'_>> = terms
         .iter()
         .map(|t| (t.coefficient(), t.up.as_slice(), t.rank, t.down.as_slice()))
         .collect();
-    weighted_sum_svd(&weighted, rows, cols)
+    weighted_sum_svd_keeping(&weighted, rows, cols, keep)
 }
 
 /// The number of singular values above the noise floor of [`SUM_RANK_RTOL`].
-pub(crate) fn numerical_rank(svd: &LowRankSvd, terms: &[Term]) -> usize {
+pub(crate) fn numerical_rank(s: &[f64], terms: &[Term]) -> usize {
     let bound: f64 = terms
         .iter()
         .map(|t| t.coefficient().abs() * frobenius(&t.up) * frobenius(&t.down))
         .sum();
     let tolerance = SUM_RANK_RTOL * bound;
-    svd.s.iter().take_while(|&&s| s > tolerance).count()
+    s.iter().take_while(|&&x| x > tolerance).count()
 }
 
 fn frobenius(values: &[f32]) -> f64 {
-    values
-        .iter()
-        .map(|&x| f64::from(x) * f64::from(x))
-        .sum::<f64>()
-        .sqrt()
+    crate::linalg::sum_squares(values).sqrt()
 }
 
-/// `√(Σ kept σ² / Σ σ²)`, 1 for a zero matrix.
-pub(crate) fn retained_fro(svd: &LowRankSvd, kept: usize) -> f64 {
-    let total = svd.frob_norm_sq();
+/// `√(Σ kept σ² / Σ σ²)` over all singular values `s`, 1 for a zero matrix.
+pub(crate) fn retained_fro(s: &[f64], kept: usize) -> f64 {
+    let total: f64 = s.iter().map(|x| x * x).sum();
+    let tail: f64 = s.iter().skip(kept).map(|x| x * x).sum();
     if total > 0.0 {
-        ((total - svd.tail_energy(kept)) / total)
-            .clamp(0.0, 1.0)
-            .sqrt()
+        ((total - tail) / total).clamp(0.0, 1.0).sqrt()
     } else {
         1.0
     }
@@ -68,14 +69,17 @@ pub(crate) fn merge_sum(
     cols: usize,
     rank_cap: Option<usize>,
 ) -> Result<Factors> {
-    let svd = weighted_svd(terms, rows, cols)?;
-    let numerical = numerical_rank(&svd, terms);
-    let kept = rank_cap.map_or(numerical, |cap| cap.min(numerical));
+    let mut numerical = 0;
+    let (svd, s) = weighted_svd(terms, rows, cols, |s| {
+        numerical = numerical_rank(s, terms);
+        Ok(rank_cap.map_or(numerical, |cap| cap.min(numerical)))
+    })?;
+    let kept = svd.rank();
     // a numerically zero sum (e.g. an adapter minus itself) loses nothing worth reporting
     let retained = if numerical == 0 {
         1.0
     } else {
-        retained_fro(&svd, kept)
+        retained_fro(&s, kept)
     };
     let rank = kept.max(1);
     let (up, down) = if kept == 0 {
@@ -212,12 +216,12 @@ mod tests {
         assert_eq!(report[0].rank, 1);
         assert!(dense_delta(&merged.layers["m"]).iter().all(|&x| x == 0.0));
         let plan_terms = terms_of(&inputs, &[1.0, -1.0], "m");
-        let svd = super::weighted_svd(&plan_terms, 320, 768).expect("finite");
+        let (_, s) = super::weighted_svd(&plan_terms, 320, 768, |_| Ok(0)).expect("finite");
         let bound: f64 = plan_terms
             .iter()
             .map(|t| t.coefficient().abs() * super::frobenius(&t.up) * super::frobenius(&t.down))
             .sum();
-        let noise = svd.s[0] / bound;
+        let noise = s[0] / bound;
         assert!(noise < super::SUM_RANK_RTOL / 20.0, "noise {noise:.2e}");
     }
 }

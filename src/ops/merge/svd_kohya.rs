@@ -46,8 +46,8 @@ pub(crate) fn merge_svd(
         rank
     }
     .max(1);
-    let svd = weighted_svd(terms, rows, cols)?;
-    let retained = retained_fro(&svd, k.min(svd.rank()));
+    let (svd, s) = weighted_svd(terms, rows, cols, |_| Ok(k))?;
+    let retained = retained_fro(&s, svd.rank());
     let (mut up, mut down) = svd.into_factors(k, SvSplit::Up);
     if let Some(q) = clamp_quantile {
         clamp_factors(&mut up, &mut down, q)?;
