@@ -397,3 +397,134 @@ fn gguf_py_reads_what_loratool_writes() {
     assert!(o.status.success(), "{out}\n{err}");
     println!("{out}");
 }
+
+/// Every architecture of formats/gguf_archs.tsv converts both ways: a synthetic PEFT adapter on
+/// every module its table maps (names cross-checked against gguf-py by
+/// formats/gen/check_gguf_tables.py) goes to GGUF and back bit for bit; only llama permutes.
+#[test]
+fn every_listed_architecture_converts_both_ways() {
+    use loratool::tensor::DType;
+    let archs = std::fs::read_to_string(fixture("../formats/gguf_archs.tsv")).unwrap();
+    let names = std::fs::read_to_string(fixture("../formats/gguf_names.tsv")).unwrap();
+    let rows = |t: &str| -> Vec<Vec<String>> {
+        t.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect()
+    };
+    let (heads, kv_heads, hidden, vocab, r) = (4usize, 2usize, 64usize, 96usize, 4usize);
+    let head_dim = hidden / heads;
+    let dir = tempdir();
+    let mut tested = Vec::new();
+    for arch_row in rows(&archs) {
+        let (hf_arch, arch, permutes) = (&arch_row[0], &arch_row[1], arch_row[2] == "yes");
+        let case = dir.path().join(hf_arch);
+        std::fs::create_dir_all(&case).unwrap();
+        let config = case.join("config.json");
+        std::fs::write(
+            &config,
+            format!(
+                r#"{{"architectures": ["{hf_arch}"], "num_attention_heads": {heads}, "num_key_value_heads": {kv_heads}, "tie_word_embeddings": false}}"#
+            ),
+        )
+        .unwrap();
+        let mut tensors = Vec::new();
+        let mut targets = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, row) in rows(&names)
+            .iter()
+            .filter(|row| &row[0] == arch)
+            .enumerate()
+        {
+            let module = row[1].replace("{N}", "0");
+            // phi3 maps both its fused and unfused names to one tensor: keep the first
+            if !seen.insert(row[2].clone()) {
+                continue;
+            }
+            let (out, inp) = match row[3].as_str() {
+                "rope_k" => (kv_heads * head_dim, hidden),
+                "lm_head" => (vocab, hidden),
+                _ => (hidden, hidden),
+            };
+            let key = format!("base_model.model.{module}");
+            if row[3] == "embed" {
+                tensors.push((
+                    format!("{key}.lora_embedding_A"),
+                    pseudo(vec![r, vocab], i as u64, DType::F32),
+                ));
+                tensors.push((
+                    format!("{key}.lora_embedding_B"),
+                    pseudo(vec![hidden, r], 100 + i as u64, DType::F32),
+                ));
+            } else {
+                tensors.push((
+                    format!("{key}.lora_A.weight"),
+                    pseudo(vec![r, inp], i as u64, DType::F32),
+                ));
+                tensors.push((
+                    format!("{key}.lora_B.weight"),
+                    pseudo(vec![out, r], 100 + i as u64, DType::F32),
+                ));
+            }
+            targets.push(format!("\"{}\"", module.rsplit('.').next().unwrap()));
+        }
+        let peft = case.join("peft");
+        std::fs::create_dir_all(&peft).unwrap();
+        std::fs::write(
+            peft.join("adapter_config.json"),
+            format!(
+                r#"{{"peft_type": "LORA", "r": {r}, "lora_alpha": 8, "target_modules": [{}]}}"#,
+                targets.join(", ")
+            ),
+        )
+        .unwrap();
+        write_st(&peft.join("adapter_model.safetensors"), &tensors, &[]);
+
+        let gguf = case.join("a.gguf");
+        convert(&peft, &config, None, &gguf);
+        let f = GgufFile::open(&gguf).unwrap();
+        assert_eq!(f.architecture(), Some(arch.as_str()), "{hf_arch}");
+        assert_eq!(
+            f.tensors.len(),
+            tensors.len(),
+            "{hf_arch}: every module written"
+        );
+        // q's lora_b: permuted for llama only
+        let b = SafetensorsFile::open(&peft.join("adapter_model.safetensors")).unwrap();
+        let q_b = b
+            .tensor("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight")
+            .map(|t| t.to_f32());
+        if let Ok(q_b) = q_b {
+            let stored: Vec<f32> = f
+                .tensor_bytes("blk.0.attn_q.weight.lora_b")
+                .unwrap()
+                .chunks_exact(4)
+                .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+                .collect();
+            let want = if permutes {
+                permute_rows(&q_b, r, heads, false).unwrap()
+            } else {
+                q_b
+            };
+            assert_eq!(stored, want, "{hf_arch}: attn_q lora_b");
+        }
+        let back = case.join("back");
+        run_ok(&[
+            "convert",
+            gguf.to_str().unwrap(),
+            "--to",
+            "peft",
+            "--base",
+            config.to_str().unwrap(),
+            "-o",
+            back.to_str().unwrap(),
+        ]);
+        assert_same_layers(&read(&back), &read(&peft));
+        tested.push(arch.clone());
+    }
+    for a in [
+        "llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3",
+    ] {
+        assert!(tested.iter().any(|t| t == a), "{a} not tested");
+    }
+}
