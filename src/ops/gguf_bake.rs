@@ -177,7 +177,12 @@ pub fn bake_gguf(
                 name: name.clone(),
                 dims: t.dims.clone(),
                 ggml_type: t.ggml_type,
-                data: Box::new(move || base.tensor_bytes(name).map(Cow::Borrowed)),
+                data: Box::new(move || {
+                    // an owned copy, so the base's pages can go now: RSS stays near one tensor
+                    let bytes = base.tensor_bytes(name)?.to_vec();
+                    base.release(name);
+                    Ok(Cow::Owned(bytes))
+                }),
             });
             continue;
         };
@@ -209,6 +214,7 @@ pub fn bake_gguf(
             ggml_type: to.ggml_type(),
             data: Box::new(move || {
                 let mut w = dequantize(from, base.tensor_bytes(name)?, cols)?;
+                base.release(name);
                 add_deltas(&mut w, cols, deltas);
                 quantize(to, &w, cols).map(Cow::Owned)
             }),

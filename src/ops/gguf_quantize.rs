@@ -249,10 +249,13 @@ pub fn quantize_gguf(
             ggml_type,
             data: Box::new(move || {
                 let src = file.tensor_bytes(name)?;
-                match (to, from) {
-                    (Some(to), Some(from)) => transcode(src, from, to, row).map(Cow::Owned),
-                    _ => Ok(Cow::Borrowed(src)),
-                }
+                let out = match (to, from) {
+                    (Some(to), Some(from)) => transcode(src, from, to, row)?,
+                    _ => src.to_vec(),
+                };
+                // an owned copy, so the input's pages can go now: RSS stays near one tensor
+                file.release(name);
+                Ok(Cow::Owned(out))
             }),
         });
     }

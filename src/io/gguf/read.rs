@@ -187,6 +187,25 @@ impl GgufFile {
         Ok(&self.map[start..start + t.byte_len as usize])
     }
 
+    /// Tell the kernel a tensor's pages will not be read again, so streaming through a model
+    /// keeps about one tensor resident instead of the whole file. Best effort: an error only
+    /// means the pages stay cached.
+    pub fn release(&self, name: &str) {
+        let Some(t) = self.tensors.get(name) else {
+            return;
+        };
+        let start = (self.data_start + t.offset) as usize;
+        // SAFETY: the mapping is read-only and file-backed, so dropped pages are re-read from
+        // the file if touched again; no data can be lost.
+        let _ = unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                start,
+                t.byte_len as usize,
+            )
+        };
+    }
+
     pub fn architecture(&self) -> Option<&str> {
         self.kv.get("general.architecture").and_then(|v| v.as_str())
     }

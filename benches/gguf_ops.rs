@@ -1,0 +1,343 @@
+//! `loratool quantize`, `bake` and `convert --to gguf` on a llama-shaped GGUF model, timed as
+//! the CLI runs them (the release binary in a child process, wall time and peak RSS from
+//! `/usr/bin/time`), with `cp` of the same file as the I/O floor. See BENCHMARKS.md.
+//!
+//!     cargo bench --bench gguf_ops
+//!
+//! Environment: `LORATOOL_BENCH_DIR` (default /tmp/loratool-bench; the ~1 GB model and the
+//! adapter are generated there on first use), `LORATOOL_BENCH_RUNS` (default 3).
+//!
+//! Model: llama architecture, hidden 2048, 16 heads (4 KV heads), feed-forward 5632, 8 blocks,
+//! vocabulary 32000, F16 matrices and F32 norms (491 M parameters, 983 MB). Adapter: PEFT,
+//! rank 16, alpha 32, f32, on q/k/v/o of every block.
+
+use loratool::io::gguf::{write_gguf, GgufValue, PendingGgufTensor};
+use loratool::tensor::{DType, Tensor};
+use rayon::prelude::*;
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+const HIDDEN: usize = 2048;
+const HEADS: usize = 16;
+const KV_HEADS: usize = 4;
+const FFN: usize = 5632;
+const BLOCKS: usize = 8;
+const VOCAB: usize = 32000;
+const RANK: usize = 16;
+
+/// Deterministic values in about ±0.05, in parallel (splitmix64 per element).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let mut z = seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(i as u64);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
+        })
+        .collect()
+}
+
+fn model_tensors() -> Vec<(String, Vec<usize>, DType)> {
+    let kv = HIDDEN / HEADS * KV_HEADS;
+    let mut t = vec![(
+        "token_embd.weight".to_string(),
+        vec![VOCAB, HIDDEN],
+        DType::F16,
+    )];
+    for b in 0..BLOCKS {
+        let p = |n: &str| format!("blk.{b}.{n}.weight");
+        t.push((p("attn_norm"), vec![HIDDEN], DType::F32));
+        t.push((p("attn_q"), vec![HIDDEN, HIDDEN], DType::F16));
+        t.push((p("attn_k"), vec![kv, HIDDEN], DType::F16));
+        t.push((p("attn_v"), vec![kv, HIDDEN], DType::F16));
+        t.push((p("attn_output"), vec![HIDDEN, HIDDEN], DType::F16));
+        t.push((p("ffn_norm"), vec![HIDDEN], DType::F32));
+        t.push((p("ffn_gate"), vec![FFN, HIDDEN], DType::F16));
+        t.push((p("ffn_up"), vec![FFN, HIDDEN], DType::F16));
+        t.push((p("ffn_down"), vec![HIDDEN, FFN], DType::F16));
+    }
+    t.push(("output_norm.weight".into(), vec![HIDDEN], DType::F32));
+    t.push(("output.weight".into(), vec![VOCAB, HIDDEN], DType::F16));
+    t
+}
+
+fn generate_model(path: &Path) -> Res<()> {
+    let mut kv = indexmap::IndexMap::new();
+    let s = |v: &str| GgufValue::String(v.into());
+    kv.insert("general.architecture".to_string(), s("llama"));
+    kv.insert("general.type".to_string(), s("model"));
+    kv.insert("general.name".to_string(), s("bench-llama-0.5b"));
+    kv.insert("general.file_type".to_string(), GgufValue::U32(1));
+    kv.insert(
+        "llama.block_count".to_string(),
+        GgufValue::U32(BLOCKS as u32),
+    );
+    kv.insert(
+        "llama.embedding_length".to_string(),
+        GgufValue::U32(HIDDEN as u32),
+    );
+    kv.insert(
+        "llama.feed_forward_length".to_string(),
+        GgufValue::U32(FFN as u32),
+    );
+    kv.insert(
+        "llama.attention.head_count".to_string(),
+        GgufValue::U32(HEADS as u32),
+    );
+    kv.insert(
+        "llama.attention.head_count_kv".to_string(),
+        GgufValue::U32(KV_HEADS as u32),
+    );
+    let tensors: Vec<PendingGgufTensor<'_>> = model_tensors()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, shape, dtype))| PendingGgufTensor {
+            name,
+            dims: shape.iter().rev().map(|&d| d as u64).collect(),
+            ggml_type: if dtype == DType::F16 { 1 } else { 0 },
+            data: Box::new(move || {
+                let n = shape.iter().product();
+                let t = Tensor::from_f32(shape.clone(), &values(n, i as u64), dtype)?;
+                Ok(Cow::Owned(t.bytes().to_vec()))
+            }),
+        })
+        .collect();
+    write_gguf(path, &kv, &tensors, &|_| {})?;
+    Ok(())
+}
+
+fn generate_adapter(dir: &Path) -> Res<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join("adapter_config.json"),
+        format!(
+            r#"{{"peft_type": "LORA", "r": {RANK}, "lora_alpha": {}, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "task_type": "CAUSAL_LM"}}"#,
+            2 * RANK
+        ),
+    )?;
+    let kv = HIDDEN / HEADS * KV_HEADS;
+    let mut owned: Vec<(String, Tensor)> = Vec::new();
+    let mut seed = 1000;
+    for b in 0..BLOCKS {
+        for (m, out) in [
+            ("q_proj", HIDDEN),
+            ("k_proj", kv),
+            ("v_proj", kv),
+            ("o_proj", HIDDEN),
+        ] {
+            let key = format!("base_model.model.model.layers.{b}.self_attn.{m}");
+            for (suffix, shape) in [("lora_A", vec![RANK, HIDDEN]), ("lora_B", vec![out, RANK])] {
+                seed += 1;
+                let n = shape.iter().product();
+                let t = Tensor::from_f32(shape, &values(n, seed), DType::F32)?;
+                owned.push((format!("{key}.{suffix}.weight"), t));
+            }
+        }
+    }
+    let pending: Vec<_> = owned
+        .iter()
+        .map(|(n, t)| loratool::io::PendingTensor::from_tensor(n.clone(), t))
+        .collect();
+    loratool::io::write_safetensors(
+        &dir.join("adapter_model.safetensors"),
+        &pending,
+        None,
+        &|_| {},
+    )?;
+    std::fs::write(
+        dir.join("base_config.json"),
+        format!(
+            r#"{{"architectures": ["LlamaForCausalLM"], "num_attention_heads": {HEADS}, "num_key_value_heads": {KV_HEADS}, "tie_word_embeddings": false}}"#
+        ),
+    )?;
+    Ok(())
+}
+
+/// Wall seconds and peak RSS (MiB) of one command, from /usr/bin/time.
+fn timed(args: &[&str]) -> Res<(f64, f64)> {
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "TIME %e %M"])
+        .args(args)
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("{args:?} failed: {err}").into());
+    }
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("TIME "))
+        .ok_or("no /usr/bin/time output")?;
+    let mut it = line.split_whitespace().skip(1);
+    let secs: f64 = it.next().ok_or("time")?.parse()?;
+    let kib: f64 = it.next().ok_or("rss")?.parse()?;
+    Ok((secs, kib / 1024.0))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> Res<()> {
+    let dir = std::env::var_os("LORATOOL_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/loratool-bench"));
+    std::fs::create_dir_all(&dir)?;
+    let runs: usize = std::env::var("LORATOOL_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let model = dir.join("llama_f16.gguf");
+    if !model.exists() {
+        eprintln!("generating {}", model.display());
+        generate_model(&model)?;
+    }
+    let adapter = dir.join("llama_lora_r16");
+    if !adapter.join("adapter_model.safetensors").exists() {
+        generate_adapter(&adapter)?;
+    }
+    let bin = env!("CARGO_BIN_EXE_loratool");
+    let size_mb = std::fs::metadata(&model)?.len() as f64 / 1e6;
+    let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let (m, a, cfg) = (
+        model.to_string_lossy().into_owned(),
+        adapter.to_string_lossy().into_owned(),
+        adapter
+            .join("base_config.json")
+            .to_string_lossy()
+            .into_owned(),
+    );
+    let q4k = p("llama_q4_k.gguf");
+    let cases: Vec<(String, Vec<String>)> = vec![
+        (
+            "cp (I/O floor)".into(),
+            vec!["cp".into(), m.clone(), p("copy.gguf")],
+        ),
+        (
+            "quantize q8_0".into(),
+            vec![
+                bin.into(),
+                "quantize".into(),
+                m.clone(),
+                "--type".into(),
+                "q8_0".into(),
+                "-o".into(),
+                p("llama_q8_0.gguf"),
+            ],
+        ),
+        (
+            "quantize q4_0".into(),
+            vec![
+                bin.into(),
+                "quantize".into(),
+                m.clone(),
+                "--type".into(),
+                "q4_0".into(),
+                "-o".into(),
+                p("llama_q4_0.gguf"),
+            ],
+        ),
+        (
+            "quantize q4_k".into(),
+            vec![
+                bin.into(),
+                "quantize".into(),
+                m.clone(),
+                "--type".into(),
+                "q4_k".into(),
+                "-o".into(),
+                q4k.clone(),
+            ],
+        ),
+        (
+            "quantize q6_k".into(),
+            vec![
+                bin.into(),
+                "quantize".into(),
+                m.clone(),
+                "--type".into(),
+                "q6_k".into(),
+                "-o".into(),
+                p("llama_q6_k.gguf"),
+            ],
+        ),
+        (
+            "bake r16 into f16".into(),
+            vec![
+                bin.into(),
+                "bake".into(),
+                m.clone(),
+                a.clone(),
+                "-o".into(),
+                p("baked_f16.gguf"),
+            ],
+        ),
+        (
+            "bake r16 into q4_k".into(),
+            vec![
+                bin.into(),
+                "bake".into(),
+                q4k.clone(),
+                a.clone(),
+                "-o".into(),
+                p("baked_q4_k.gguf"),
+            ],
+        ),
+        (
+            "convert r16 → gguf q8_0".into(),
+            vec![
+                bin.into(),
+                "convert".into(),
+                a.clone(),
+                "--to".into(),
+                "gguf".into(),
+                "--base".into(),
+                cfg.clone(),
+                "--dtype".into(),
+                "q8_0".into(),
+                "-o".into(),
+                p("adapter_q8_0.gguf"),
+            ],
+        ),
+    ];
+    println!(
+        "model {} ({size_mb:.0} MB), {runs} runs each",
+        model.display()
+    );
+    println!(
+        "{:<26} {:>10} {:>10} {:>12}",
+        "operation", "median s", "MB/s in", "peak RSS"
+    );
+    for (name, args) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut secs = Vec::new();
+        let mut rss = Vec::new();
+        for _ in 0..runs {
+            let (s, r) = timed(&args)?;
+            secs.push(s);
+            rss.push(r);
+        }
+        let input_mb = if name.contains("q4_k") && name.starts_with("bake") {
+            std::fs::metadata(&q4k)?.len() as f64 / 1e6
+        } else if name.starts_with("convert") {
+            std::fs::metadata(adapter.join("adapter_model.safetensors"))?.len() as f64 / 1e6
+        } else {
+            size_mb
+        };
+        let t = median(secs);
+        println!(
+            "{name:<26} {t:>10.2} {:>10.0} {:>8.0} MiB",
+            input_mb / t.max(1e-9),
+            rss.iter().cloned().fold(0.0, f64::max)
+        );
+    }
+    Ok(())
+}
