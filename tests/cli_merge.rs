@@ -228,39 +228,12 @@ fn mixed_formats_and_negative_weights_sum_exactly() {
     }
 }
 
-/// A one-module PEFT adapter directory with `q_proj` of the given shape.
-fn peft_dir(dir: &Path, name: &str, out: usize, inp: usize) -> std::path::PathBuf {
-    use loratool::tensor::DType;
-    let d = dir.join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(
-        d.join("adapter_config.json"),
-        r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]}"#,
-    )
-    .unwrap();
-    let base = "base_model.model.model.layers.0.self_attn.q_proj";
-    write_st(
-        &d.join("adapter_model.safetensors"),
-        &[
-            (
-                format!("{base}.lora_A.weight"),
-                pseudo(vec![2, inp], 1, DType::F32),
-            ),
-            (
-                format!("{base}.lora_B.weight"),
-                pseudo(vec![out, 2], 2, DType::F32),
-            ),
-        ],
-        &[],
-    );
-    d
-}
-
 #[test]
 fn bad_inputs_fail_with_a_message_and_write_nothing() {
     let dir = tempdir();
-    let a = peft_dir(dir.path(), "a", 8, 6);
-    let b = peft_dir(dir.path(), "b", 8, 10);
+    let q = "model.layers.0.self_attn.q_proj";
+    let a = one_module_peft(dir.path(), "a", q, 2, 4.0, (8, 6));
+    let b = one_module_peft(dir.path(), "b", q, 2, 4.0, (8, 10));
     let out = dir.path().join("out");
     let (sa, sb, so) = (
         a.to_str().unwrap(),

@@ -23,6 +23,16 @@ fn run_ok(args: &[&str]) -> String {
     stdout(&o)
 }
 
+/// `loratool convert <input> --to gguf [--base <base>] -o <out>`.
+fn to_gguf(input: &Path, base: Option<&Path>, out: &Path) -> std::process::Output {
+    let mut args = vec!["convert", input.to_str().unwrap(), "--to", "gguf"];
+    if let Some(b) = base {
+        args.extend(["--base", b.to_str().unwrap()]);
+    }
+    args.extend(["-o", out.to_str().unwrap()]);
+    loratool(&args)
+}
+
 fn convert(input: &Path, base: &Path, dtype: Option<&str>, out: &Path) {
     let mut args = vec![
         "convert",
@@ -219,27 +229,11 @@ fn refusals_name_the_reason() {
     let out = dir.path().join("x.gguf");
     let config = fixture("tiny_llama/config.json");
     // DoRA
-    let o = loratool(&[
-        "convert",
-        fixture("peft/dora").to_str().unwrap(),
-        "--to",
-        "gguf",
-        "--base",
-        config.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = to_gguf(&fixture("peft/dora"), Some(config.as_path()), &out);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("DoRA"), "{}", stderr(&o));
     // no --base
-    let o = loratool(&[
-        "convert",
-        fixture("peft/plain").to_str().unwrap(),
-        "--to",
-        "gguf",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = to_gguf(&fixture("peft/plain"), None, &out);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--base"), "{}", stderr(&o));
     // unknown architecture
@@ -249,16 +243,7 @@ fn refusals_name_the_reason() {
         r#"{"architectures": ["FalconForCausalLM"], "num_attention_heads": 8}"#,
     )
     .unwrap();
-    let o = loratool(&[
-        "convert",
-        fixture("peft/plain").to_str().unwrap(),
-        "--to",
-        "gguf",
-        "--base",
-        cfg.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = to_gguf(&fixture("peft/plain"), Some(cfg.as_path()), &out);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("FalconForCausalLM") && stderr(&o).contains("never guesses"),
@@ -271,38 +256,8 @@ fn refusals_name_the_reason() {
         r#"{"architectures": ["LlamaForCausalLM"], "num_attention_heads": 8, "num_key_value_heads": 2, "tie_word_embeddings": true}"#,
     )
     .unwrap();
-    let lm = dir.path().join("lm");
-    std::fs::create_dir_all(&lm).unwrap();
-    std::fs::write(
-        lm.join("adapter_config.json"),
-        r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["lm_head"]}"#,
-    )
-    .unwrap();
-    use loratool::tensor::DType;
-    write_st(
-        &lm.join("adapter_model.safetensors"),
-        &[
-            (
-                "base_model.model.lm_head.lora_A.weight".into(),
-                pseudo(vec![2, 128], 1, DType::F32),
-            ),
-            (
-                "base_model.model.lm_head.lora_B.weight".into(),
-                pseudo(vec![512, 2], 2, DType::F32),
-            ),
-        ],
-        &[],
-    );
-    let o = loratool(&[
-        "convert",
-        lm.to_str().unwrap(),
-        "--to",
-        "gguf",
-        "--base",
-        cfg.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let lm = one_module_peft(dir.path(), "lm", "lm_head", 2, 4.0, (512, 128));
+    let o = to_gguf(&lm, Some(cfg.as_path()), &out);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("ties lm_head"), "{}", stderr(&o));
     // the same adapter on the untied tiny llama GGUF is fine, and its shape is checked
@@ -317,39 +272,16 @@ fn refusals_name_the_reason() {
         out.to_str().unwrap(),
     ]);
     // a module whose shape does not fit the base GGUF (in 100, the base's q has 128)
-    let bad = dir.path().join("bad");
-    std::fs::create_dir_all(&bad).unwrap();
-    std::fs::write(
-        bad.join("adapter_config.json"),
-        r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]}"#,
-    )
-    .unwrap();
-    let q = "base_model.model.model.layers.0.self_attn.q_proj";
-    write_st(
-        &bad.join("adapter_model.safetensors"),
-        &[
-            (
-                format!("{q}.lora_A.weight"),
-                pseudo(vec![2, 100], 1, DType::F32),
-            ),
-            (
-                format!("{q}.lora_B.weight"),
-                pseudo(vec![128, 2], 2, DType::F32),
-            ),
-        ],
-        &[],
+    let bad = one_module_peft(
+        dir.path(),
+        "bad",
+        "model.layers.0.self_attn.q_proj",
+        2,
+        4.0,
+        (128, 100),
     );
     let y = dir.path().join("y.gguf");
-    let o = loratool(&[
-        "convert",
-        bad.to_str().unwrap(),
-        "--to",
-        "gguf",
-        "--base",
-        fixture("tiny_llama-f32.gguf").to_str().unwrap(),
-        "-o",
-        y.to_str().unwrap(),
-    ]);
+    let o = to_gguf(&bad, Some(&fixture("tiny_llama-f32.gguf")), &y);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
     assert!(

@@ -269,28 +269,13 @@ fn bake_into_a_quantized_base_keeps_its_type() {
 fn bake_refuses_a_wrong_base_before_writing() {
     let dir = tempdir();
     // the tiny llama adapter on a base whose q is another shape: a rewritten base
-    let cfg_dir = dir.path().join("bad");
-    std::fs::create_dir_all(&cfg_dir).unwrap();
-    std::fs::write(
-        cfg_dir.join("adapter_config.json"),
-        r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]}"#,
-    )
-    .unwrap();
-    use loratool::tensor::DType;
-    let q = "base_model.model.model.layers.0.self_attn.q_proj";
-    write_st(
-        &cfg_dir.join("adapter_model.safetensors"),
-        &[
-            (
-                format!("{q}.lora_A.weight"),
-                pseudo(vec![2, 96], 1, DType::F32),
-            ),
-            (
-                format!("{q}.lora_B.weight"),
-                pseudo(vec![128, 2], 2, DType::F32),
-            ),
-        ],
-        &[],
+    let cfg_dir = one_module_peft(
+        dir.path(),
+        "bad",
+        "model.layers.0.self_attn.q_proj",
+        2,
+        4.0,
+        (128, 96),
     );
     let out = dir.path().join("out.gguf");
     let o = loratool(&[

@@ -45,6 +45,13 @@ pub struct GgufTarget<'a> {
     pub dtype: Option<QuantType>,
 }
 
+impl<'a> GgufTarget<'a> {
+    /// The base only; factors keep their float type.
+    pub fn with_base(base: Option<&'a GgufBase>) -> Self {
+        GgufTarget { base, dtype: None }
+    }
+}
+
 /// Write `adapter` in `to` format, with a progress bar by bytes (GGUF needs `target.base`).
 pub fn write_output(
     adapter: &Adapter,

@@ -249,10 +249,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
         &merged,
         to,
         &args.output,
-        GgufTarget {
-            base: base.as_ref(),
-            dtype: None,
-        },
+        GgufTarget::with_base(base.as_ref()),
     )?;
     let method = opts.method.name();
     if args.json {

@@ -172,10 +172,7 @@ pub fn run(args: ResizeArgs) -> Result<()> {
         &resized,
         to,
         &args.output,
-        GgufTarget {
-            base: base.as_ref(),
-            dtype: None,
-        },
+        GgufTarget::with_base(base.as_ref()),
     )?;
 
     let fro: Vec<f64> = modules

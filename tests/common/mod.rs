@@ -179,3 +179,43 @@ pub fn rel_fro_diff_weighted(ours: &LoraLayer, terms: &[(&LoraLayer, f64)]) -> f
     }
     ((xx + yy - 2.0 * xy).max(0.0)).sqrt() / yy.sqrt().max(1e-300)
 }
+
+/// A PEFT adapter directory `dir/name` with one LoRA module at `module` (a canonical path such
+/// as `model.layers.0.self_attn.q_proj`): f32 `lora_A` `[r, inp]` and `lora_B` `[out, r]` of
+/// [`pseudo`] values, `lora_alpha` = `alpha`.
+pub fn one_module_peft(
+    dir: &Path,
+    name: &str,
+    module: &str,
+    r: usize,
+    alpha: f64,
+    (out, inp): (usize, usize),
+) -> PathBuf {
+    use loratool::tensor::DType;
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).expect("adapter dir");
+    let target = module.rsplit('.').next().unwrap_or(module);
+    std::fs::write(
+        d.join("adapter_config.json"),
+        format!(
+            r#"{{"peft_type": "LORA", "r": {r}, "lora_alpha": {alpha}, "target_modules": ["{target}"]}}"#
+        ),
+    )
+    .expect("config");
+    let key = format!("base_model.model.{module}");
+    write_st(
+        &d.join("adapter_model.safetensors"),
+        &[
+            (
+                format!("{key}.lora_A.weight"),
+                pseudo(vec![r, inp], 1, DType::F32),
+            ),
+            (
+                format!("{key}.lora_B.weight"),
+                pseudo(vec![out, r], 2, DType::F32),
+            ),
+        ],
+        &[],
+    );
+    d
+}
