@@ -4,21 +4,10 @@
 mod common;
 
 use common::*;
-use loratool::adapter::detect::read_adapter;
-use loratool::adapter::{Adapter, ReadOptions};
+use loratool::adapter::Adapter;
 use loratool::io::SafetensorsFile;
 use serde_json::Value;
 use std::path::Path;
-
-fn read(path: &Path) -> Adapter {
-    read_adapter(path, None, ReadOptions::default()).expect("adapter reads")
-}
-
-fn run_ok(args: &[&str]) -> String {
-    let o = loratool(args);
-    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
-    stdout(&o)
-}
 
 /// ‖x − y‖_F / ‖y‖_F.
 fn fro_rel(x: &[f64], y: &[f64]) -> f64 {
@@ -76,10 +65,10 @@ fn compat_peft_reproduces_peft_linear_and_sum_is_the_exact_sum() {
         "-o",
         exact.to_str().unwrap(),
     ]);
-    let peft = read(&fixture("peft_merges/linear"));
-    let compat = read(&compat);
-    let exact = read(&exact);
-    let (ia, ib) = (read(&a), read(&b));
+    let peft = read_any(&fixture("peft_merges/linear"));
+    let compat = read_any(&compat);
+    let exact = read_any(&exact);
+    let (ia, ib) = (read_any(&a), read_any(&b));
     let inputs = [(&ia, 0.6), (&ib, 0.4)];
     assert_eq!(compat.layers.len(), peft.layers.len());
     let mut cross_term_gap = 0.0f64;
@@ -117,8 +106,8 @@ fn svd_writes_what_sd_scripts_svd_merge_writes() {
         out.to_str().unwrap(),
     ]);
     assert!(text.contains("merged 2 inputs (svd"), "{text}");
-    let ours = read(&out);
-    let theirs = read(&theirs_path);
+    let ours = read_any(&out);
+    let theirs = read_any(&theirs_path);
     assert_eq!(
         ours.layers.keys().collect::<Vec<_>>(),
         theirs.layers.keys().collect::<Vec<_>>()
@@ -205,8 +194,8 @@ fn mixed_formats_and_negative_weights_sum_exactly() {
         v["format"], "kohya",
         "output takes the first input's format"
     );
-    let (ia, ib) = (read(&a), read(&b));
-    let ours = read(&out);
+    let (ia, ib) = (read_any(&a), read_any(&b));
+    let ours = read_any(&out);
     let modules = v["modules"].as_array().expect("modules");
     assert_eq!(modules.len(), ours.layers.len());
     // union of both inputs' modules; the attention modules are in both
@@ -296,8 +285,8 @@ fn ties_through_the_cli_matches_peft_with_compat() {
         "-o",
         out.to_str().unwrap(),
     ]);
-    let theirs = read(&fixture("peft_merges/ties"));
-    let ours = read(&out);
+    let theirs = read_any(&fixture("peft_merges/ties"));
+    let ours = read_any(&out);
     for (p, l) in &theirs.layers {
         let e = fro_rel(&dense_delta(&ours.layers[p]), &dense_delta(l));
         assert!(e < 1e-6, "{p}: {e:.2e}");

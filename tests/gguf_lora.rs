@@ -5,23 +5,13 @@
 mod common;
 
 use common::*;
-use loratool::adapter::detect::{read_adapter, read_adapter_for_base};
+use loratool::adapter::detect::read_adapter_for_base;
 use loratool::adapter::gguf::{rope::permute_rows, GgufBase};
-use loratool::adapter::{Adapter, ReadOptions};
+use loratool::adapter::ReadOptions;
 use loratool::io::gguf::{GgufFile, GgufValue};
 use loratool::io::SafetensorsFile;
 use std::path::Path;
 use std::process::Command;
-
-fn read(path: &Path) -> Adapter {
-    read_adapter(path, None, ReadOptions::default()).expect("adapter reads")
-}
-
-fn run_ok(args: &[&str]) -> String {
-    let o = loratool(args);
-    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
-    stdout(&o)
-}
 
 /// `loratool convert <input> --to gguf [--base <base>] -o <out>`.
 fn to_gguf(input: &Path, base: Option<&Path>, out: &Path) -> std::process::Output {
@@ -144,7 +134,7 @@ fn gguf_to_peft_undoes_the_permutation() {
         Some(&base),
     )
     .unwrap();
-    assert_same_layers(&gguf, &read(&fixture("peft/plain")));
+    assert_same_layers(&gguf, &read_any(&fixture("peft/plain")));
 
     // through the CLI, to a PEFT directory, from the f16 file (f16 factors kept as f16)
     let dir = tempdir();
@@ -159,8 +149,8 @@ fn gguf_to_peft_undoes_the_permutation() {
         "-o",
         out.to_str().unwrap(),
     ]);
-    let back = read(&out);
-    let orig = read(&fixture("peft/plain"));
+    let back = read_any(&out);
+    let orig = read_any(&fixture("peft/plain"));
     for (p, l) in &orig.layers {
         let b = &back.layers[p];
         assert_eq!(b.down.dtype(), loratool::tensor::DType::F16);
@@ -201,7 +191,7 @@ fn rslora_and_patterns_keep_peft_scales_unlike_the_reference_converter() {
     // PEFT's scales on the original tensors: q 16/√2, v 3/√8, others 16/√8
     let base = GgufBase::load(&fixture("tiny_llama/config.json")).unwrap();
     let ours = read_adapter_for_base(&out, None, ReadOptions::default(), Some(&base)).unwrap();
-    let peft = read(&fixture("peft/rslora_patterns"));
+    let peft = read_any(&fixture("peft/rslora_patterns"));
     let st =
         SafetensorsFile::open(&fixture("peft/rslora_patterns/adapter_model.safetensors")).unwrap();
     for (p, l) in &peft.layers {
@@ -451,7 +441,7 @@ fn every_listed_architecture_converts_both_ways() {
             "-o",
             back.to_str().unwrap(),
         ]);
-        assert_same_layers(&read(&back), &read(&peft));
+        assert_same_layers(&read_any(&back), &read_any(&peft));
         tested.push(arch.clone());
     }
     for a in [

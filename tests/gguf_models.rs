@@ -10,12 +10,6 @@ use loratool::io::SafetensorsFile;
 use std::path::Path;
 use std::process::Command;
 
-fn run_ok(args: &[&str]) -> String {
-    let o = loratool(args);
-    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
-    stdout(&o)
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }

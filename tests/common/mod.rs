@@ -24,6 +24,18 @@ pub fn loratool(args: &[&str]) -> Output {
         .expect("run loratool")
 }
 
+/// Run the `loratool` binary, require exit code 0, return its stdout.
+pub fn run_ok(args: &[&str]) -> String {
+    let o = loratool(args);
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
+/// Read an adapter in any format (detected), with default options.
+pub fn read_any(path: &Path) -> Adapter {
+    loratool::adapter::detect::read_adapter(path, None, Default::default()).expect("adapter reads")
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
