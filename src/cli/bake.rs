@@ -10,11 +10,14 @@ use super::fmt::human_bytes;
 use super::progress::bytes_bar;
 use crate::adapter::gguf::base::from_gguf;
 use crate::io::gguf::{is_gguf, GgufFile};
+use crate::ops::bake_model::{bake_model_dir, ModelBakeInput};
 use crate::ops::gguf_bake::{bake_gguf, BakeInput, BakedTensor};
 
 #[derive(Args)]
 pub struct BakeArgs {
-    /// Base model: a llama.cpp GGUF model (any of loratool's tensor types, quantized included).
+    /// Base model: a llama.cpp GGUF model (any of loratool's tensor types, quantized included),
+    /// or a Hugging Face model directory (`model.safetensors`, or shards with
+    /// `model.safetensors.index.json`).
     pub base: PathBuf,
     /// Adapters to add (PEFT directories or GGUF LoRA files).
     #[arg(required = true, value_name = "ADAPTER")]
@@ -22,7 +25,7 @@ pub struct BakeArgs {
     /// One scale per adapter, comma-separated (llama.cpp's --lora-scaled); default 1 each.
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub weights: Vec<f64>,
-    /// Output model.
+    /// Output: a .gguf file for a GGUF base; a new directory for a Hugging Face base.
     #[arg(short, long)]
     pub output: PathBuf,
     /// Write merged tensors as llama-export-lora does: F16 (F32 if the base tensor is F32),
@@ -45,12 +48,6 @@ struct Report<'a> {
 }
 
 pub fn run(args: BakeArgs) -> Result<()> {
-    if !is_gguf(&args.base) {
-        bail!(
-            "{}: loratool bake takes a GGUF base model; Hugging Face and diffusers bases are not supported yet",
-            args.base.display()
-        );
-    }
     let weights = if args.weights.is_empty() {
         vec![1.0; args.adapters.len()]
     } else if args.weights.len() == args.adapters.len() {
@@ -64,6 +61,9 @@ pub fn run(args: BakeArgs) -> Result<()> {
     };
     if let Some(w) = weights.iter().find(|w| !w.is_finite()) {
         bail!("--weights: {w} is not a finite number");
+    }
+    if !is_gguf(&args.base) {
+        return run_safetensors(&args, &weights);
     }
     let base =
         GgufFile::open(&args.base).with_context(|| format!("reading {}", args.base.display()))?;
@@ -130,6 +130,58 @@ pub fn run(args: BakeArgs) -> Result<()> {
         requantized,
         args.output.display(),
         human_bytes(bytes)
+    );
+    Ok(())
+}
+
+/// A Hugging Face model directory base.
+fn run_safetensors(args: &BakeArgs, weights: &[f64]) -> Result<()> {
+    if args.export_lora_compat {
+        bail!("--export-lora-compat applies to GGUF bases only");
+    }
+    let adapters = args
+        .adapters
+        .iter()
+        .map(|p| read_input(p, None, false, None))
+        .collect::<Result<Vec<_>>>()?;
+    let inputs: Vec<ModelBakeInput> = args
+        .adapters
+        .iter()
+        .zip(&adapters)
+        .zip(weights)
+        .map(|((p, a), &weight)| ModelBakeInput {
+            label: p.display().to_string(),
+            adapter: a,
+            weight,
+        })
+        .collect();
+    let store = crate::io::TensorStore::open(&args.base)
+        .with_context(|| format!("reading the base model {}", args.base.display()))?;
+    let bar = bytes_bar(store.total_file_bytes(), "baking");
+    drop(store);
+    let progress = |n: u64| bar.inc(n);
+    let result = bake_model_dir(&args.base, &inputs, &args.output, &progress);
+    bar.finish_and_clear();
+    let changed = result.context("baking")?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "base": args.base.display().to_string(),
+                "adapters": args.adapters.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+                "weights": weights,
+                "output": args.output.display().to_string(),
+                "tensors": changed,
+            }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "baked {} adapter(s) into {} tensors of {}; copied the rest and the other files unchanged; wrote {}",
+        args.adapters.len(),
+        changed.len(),
+        args.base.display(),
+        args.output.display()
     );
     Ok(())
 }

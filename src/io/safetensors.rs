@@ -107,6 +107,22 @@ impl SafetensorsFile {
         .map_err(|e| Error::bad_tensor(&self.path, name, e.to_string()))
     }
 
+    /// Drop one tensor's pages from memory once it has been consumed (best effort), so streaming
+    /// through a large model keeps about one tensor resident.
+    pub fn release(&self, name: &str) {
+        if let (Some(map), Some(info)) = (&self.map, self.tensors.get(name)) {
+            // SAFETY: the mapping is read-only and file-backed: dropped pages are re-read from the
+            // file if touched again, so no data can be lost.
+            let _ = unsafe {
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    info.start,
+                    info.byte_len(),
+                )
+            };
+        }
+    }
+
     /// The raw bytes of the data region (for hashing).
     pub fn data_region(&self) -> &[u8] {
         match &self.map {

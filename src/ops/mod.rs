@@ -4,6 +4,7 @@
 //! The `gguf_*` operations stream a GGUF file through (one tensor in memory at a time) and
 //! write the result themselves.
 
+pub mod bake_model;
 pub mod gguf_bake;
 pub mod gguf_quantize;
 pub mod merge;

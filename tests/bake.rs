@@ -1,0 +1,216 @@
+//! `loratool bake` into Hugging Face model directories: against PEFT's own `merge_and_unload`
+//! output, and against dense `W + ΔW` (and DoRA's row normalisation) computed here.
+
+mod common;
+
+use common::*;
+use loratool::io::SafetensorsFile;
+use std::path::Path;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn values(path: &Path, name: &str) -> Vec<f64> {
+    SafetensorsFile::open(path)
+        .unwrap()
+        .tensor(name)
+        .unwrap()
+        .to_f64()
+}
+
+#[test]
+fn bake_equals_peft_merge_and_unload() {
+    let dir = tempdir();
+    let out = dir.path().join("merged");
+    let text = run_ok(&[
+        "bake",
+        s(&fixture("tiny_llama")),
+        s(&fixture("peft/plain")),
+        "-o",
+        s(&out),
+    ]);
+    assert!(text.contains("into 14 tensors"), "{text}");
+    let ours = out.join("model.safetensors");
+    let peft = fixture("peft_merges/merged/model.safetensors");
+    let base = fixture("tiny_llama/model.safetensors");
+    let (o, p) = (
+        SafetensorsFile::open(&ours).unwrap(),
+        SafetensorsFile::open(&peft).unwrap(),
+    );
+    for name in p.tensors().keys() {
+        let e = rel_err(&values(&peft, name), &values(&ours, name));
+        assert!(e < 1e-6, "{name}: {e:.2e}");
+    }
+    // untouched tensors byte for byte, metadata and the other files kept
+    let b = SafetensorsFile::open(&base).unwrap();
+    for name in [
+        "model.embed_tokens.weight",
+        "model.norm.weight",
+        "lm_head.weight",
+    ] {
+        assert!(o.tensor(name).unwrap().bytes() == b.tensor(name).unwrap().bytes());
+    }
+    assert_eq!(o.metadata(), b.metadata());
+    for f in ["config.json", "generation_config.json"] {
+        assert_eq!(
+            std::fs::read(out.join(f)).unwrap(),
+            std::fs::read(fixture("tiny_llama").join(f)).unwrap()
+        );
+    }
+}
+
+#[test]
+fn sharded_in_sharded_out() {
+    let dir = tempdir();
+    // split the tiny llama into two shards with an index, as save_pretrained does
+    let base = dir.path().join("sharded");
+    std::fs::create_dir_all(&base).unwrap();
+    let src = SafetensorsFile::open(&fixture("tiny_llama/model.safetensors")).unwrap();
+    let names: Vec<String> = src.tensors().keys().cloned().collect();
+    let (first, second) = names.split_at(names.len() / 2);
+    let mut map = serde_json::Map::new();
+    for (shard, part) in [
+        ("model-00001-of-00002.safetensors", first),
+        ("model-00002-of-00002.safetensors", second),
+    ] {
+        let tensors: Vec<_> = part
+            .iter()
+            .map(|n| (n.clone(), src.tensor(n).unwrap()))
+            .collect();
+        write_st(&base.join(shard), &tensors, &[("format", "pt")]);
+        for n in part {
+            map.insert(n.clone(), serde_json::Value::String(shard.into()));
+        }
+    }
+    let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": map});
+    std::fs::write(
+        base.join("model.safetensors.index.json"),
+        serde_json::to_string_pretty(&index).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(fixture("tiny_llama/config.json"), base.join("config.json")).unwrap();
+
+    let out = dir.path().join("out");
+    run_ok(&["bake", s(&base), s(&fixture("peft/plain")), "-o", s(&out)]);
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "config.json",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "model.safetensors.index.json"
+        ]
+    );
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors.index.json")).unwrap(),
+        std::fs::read(base.join("model.safetensors.index.json")).unwrap()
+    );
+    let peft = fixture("peft_merges/merged/model.safetensors");
+    for (shard, part) in [
+        ("model-00001-of-00002.safetensors", first),
+        ("model-00002-of-00002.safetensors", second),
+    ] {
+        let f = SafetensorsFile::open(&out.join(shard)).unwrap();
+        assert_eq!(f.tensors().len(), part.len());
+        for n in part {
+            let e = rel_err(&values(&peft, n), &values(&out.join(shard), n));
+            assert!(e < 1e-6, "{n}: {e:.2e}");
+        }
+    }
+}
+
+#[test]
+fn dora_and_embeddings_follow_peft_formulas() {
+    let dir = tempdir();
+    let base = fixture("tiny_llama/model.safetensors");
+    for adapter in ["peft/dora", "peft/embed"] {
+        let out = dir.path().join(adapter.replace('/', "_"));
+        run_ok(&[
+            "bake",
+            s(&fixture("tiny_llama")),
+            s(&fixture(adapter)),
+            "-o",
+            s(&out),
+        ]);
+        let a = read_any(&fixture(adapter));
+        let merged = out.join("model.safetensors");
+        for (path, layer) in &a.layers {
+            let name = format!("{path}.weight");
+            let w = values(&base, &name);
+            let d = dense_delta(layer); // [out, in]; embeddings: [dim, num_embeddings]
+            let mut want: Vec<f64> = match layer.kind {
+                loratool::adapter::LayerKind::Embedding => {
+                    // W is [num_embeddings, dim]; ΔW = (B·A)ᵀ
+                    let (dim, n) = (layer.out_features(), layer.in_features());
+                    (0..n * dim)
+                        .map(|idx| w[idx] + d[(idx % dim) * n + idx / dim])
+                        .collect()
+                }
+                _ => w.iter().zip(&d).map(|(x, y)| x + y).collect(),
+            };
+            if let Some(m) = &layer.magnitude {
+                // W' = m / ‖W + ΔW‖_row ⊙ (W + ΔW)
+                let m = m.to_f64();
+                let cols = want.len() / m.len();
+                for (row, mi) in want.chunks_mut(cols).zip(&m) {
+                    let n = row.iter().map(|x| x * x).sum::<f64>().sqrt();
+                    row.iter_mut().for_each(|x| *x *= mi / n);
+                }
+            }
+            let e = rel_err(&want, &values(&merged, &name));
+            assert!(e < 1e-6, "{adapter} {name}: {e:.2e}");
+        }
+    }
+}
+
+#[test]
+fn wrong_base_is_refused_before_anything_is_written() {
+    let dir = tempdir();
+    let bad = one_module_peft(
+        dir.path(),
+        "bad",
+        "model.layers.0.self_attn.q_proj",
+        2,
+        4.0,
+        (128, 96),
+    );
+    let missing = one_module_peft(
+        dir.path(),
+        "missing",
+        "model.layers.7.mlp.up_proj",
+        2,
+        4.0,
+        (352, 128),
+    );
+    let out = dir.path().join("out");
+    let o = loratool(&[
+        "bake",
+        s(&fixture("tiny_llama")),
+        s(&bad),
+        s(&missing),
+        "-o",
+        s(&out),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("2 adapter module(s)")
+            && e.contains("model.layers.0.self_attn.q_proj.weight")
+            && e.contains("no tensor model.layers.7.mlp.up_proj.weight")
+            && e.contains("nothing was written"),
+        "{e}"
+    );
+    assert!(!out.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".loratool"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary directory left behind");
+}
