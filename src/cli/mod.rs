@@ -4,6 +4,7 @@
 mod adapter_io;
 mod bake;
 mod convert;
+mod extract;
 mod fmt;
 mod info;
 mod info_gguf;
@@ -41,6 +42,8 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Add adapters into a GGUF base model's weights (quantized bases stay quantized).
     Bake(bake::BakeArgs),
+    /// Extract a LoRA from the difference between a fine-tuned model and its base.
+    Extract(extract::ExtractArgs),
 }
 
 /// Parse the command line, run the command, and return the process exit code.
@@ -63,6 +66,7 @@ pub fn run() -> i32 {
         Command::Merge(a) => merge::run(a),
         Command::Quantize(a) => quantize::run(a),
         Command::Bake(a) => bake::run(a),
+        Command::Extract(a) => extract::run(a),
     };
     match result {
         Ok(()) => 0,

@@ -5,6 +5,7 @@
 //! write the result themselves.
 
 pub mod bake_model;
+pub mod extract;
 pub mod gguf_bake;
 pub mod gguf_quantize;
 pub mod merge;

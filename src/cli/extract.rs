@@ -1,0 +1,154 @@
+//! `loratool extract`: a LoRA from the difference between a fine-tune and its base.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+use super::adapter_io::{write_output, GgufTarget};
+use super::convert::{parse_dtype, parse_format};
+use super::progress::bytes_bar;
+use crate::adapter::Format;
+use crate::io::TensorStore;
+use crate::linalg::RankRule;
+use crate::ops::extract::{extract, EmbeddingMode, ExtractOptions};
+use crate::tensor::DType;
+
+#[allow(clippy::enum_variant_names)]
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Method {
+    #[value(name = "sv_ratio", alias = "sv-ratio")]
+    SvRatio,
+    #[value(name = "sv_fro", alias = "sv-fro")]
+    SvFro,
+    #[value(name = "sv_cumulative", alias = "sv-cumulative")]
+    SvCumulative,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Embeddings {
+    /// An embedding LoRA (and lm_head as a linear LoRA).
+    Lora,
+    /// The full tuned tensors, as PEFT modules_to_save.
+    Full,
+    /// Leave them out.
+    Skip,
+}
+
+#[derive(Args)]
+pub struct ExtractArgs {
+    /// The base model (directory, model.safetensors or index).
+    #[arg(long)]
+    pub base: PathBuf,
+    /// The fine-tuned model, same architecture.
+    #[arg(long)]
+    pub tuned: PathBuf,
+    /// Rank of every module; with --method, the largest rank allowed.
+    #[arg(long)]
+    pub rank: usize,
+    /// Choose each module's rank from its singular values.
+    #[arg(long, value_enum, requires = "param")]
+    pub method: Option<Method>,
+    /// The --method threshold.
+    #[arg(long, requires = "method")]
+    pub param: Option<f64>,
+    /// Skip weights whose largest absolute change is at most this.
+    #[arg(long, default_value_t = 1e-6)]
+    pub min_diff: f64,
+    /// A full thin SVD per module instead of the randomized one (slower; exact truncation).
+    #[arg(long)]
+    pub exact: bool,
+    /// What to do with token embeddings and lm_head.
+    #[arg(long, value_enum, default_value = "lora")]
+    pub embeddings: Embeddings,
+    /// Output adapter.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Output format (peft by default; kohya for Stable Diffusion models).
+    #[arg(long, value_parser = parse_format, default_value = "peft")]
+    pub to: Format,
+    /// Factor dtype (default f32).
+    #[arg(long, value_parser = parse_dtype)]
+    pub dtype: Option<DType>,
+    /// Seed of the randomized SVD.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: ExtractArgs) -> Result<()> {
+    let rule = match (args.method, args.param) {
+        (None, _) => RankRule::Fixed,
+        (Some(m), Some(p)) if p.is_finite() && p > 0.0 => match m {
+            Method::SvRatio => RankRule::SvRatio(p),
+            Method::SvFro => RankRule::SvFro(p),
+            Method::SvCumulative => RankRule::SvCumulative(p),
+        },
+        (Some(_), p) => bail!("--param must be a positive number, got {p:?}"),
+    };
+    if !(args.min_diff.is_finite() && args.min_diff >= 0.0) {
+        bail!("--min-diff must be a non-negative number");
+    }
+    let base = TensorStore::open(&args.base)
+        .with_context(|| format!("reading the base model {}", args.base.display()))?;
+    let tuned = TensorStore::open(&args.tuned)
+        .with_context(|| format!("reading the fine-tuned model {}", args.tuned.display()))?;
+    let opts = ExtractOptions {
+        rank: args.rank,
+        rule,
+        min_diff: args.min_diff,
+        exact: args.exact,
+        embeddings: match args.embeddings {
+            Embeddings::Lora => EmbeddingMode::Lora,
+            Embeddings::Full => EmbeddingMode::Full,
+            Embeddings::Skip => EmbeddingMode::Skip,
+        },
+        dtype: args.dtype.unwrap_or(DType::F32),
+        seed: args.seed,
+    };
+    let bar = bytes_bar(tuned.total_file_bytes(), "extracting");
+    let progress = |n: u64| bar.inc(n);
+    let result = extract(&base, &tuned, &opts, &progress);
+    bar.finish_and_clear();
+    let (adapter, report) = result.context("extracting")?;
+    let written = write_output(&adapter, args.to, &args.output, GgufTarget::default())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let width = report
+        .modules
+        .iter()
+        .map(|m| m.path.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!("{:<width$}  {:>4}  {:>9}", "module", "rank", "fro kept");
+    for m in &report.modules {
+        println!(
+            "{:<width$}  {:>4}  {:>8.2}%",
+            m.path,
+            m.rank,
+            m.fro_retained * 100.0
+        );
+    }
+    if !report.changed_not_lora.is_empty() {
+        eprintln!(
+            "warning: {} changed tensors cannot be carried by a LoRA and were left out: {}",
+            report.changed_not_lora.len(),
+            report.changed_not_lora.join(", ")
+        );
+    }
+    println!(
+        "extracted {} modules ({} full tensors, {} unchanged skipped), overall relative error {:.2e}; wrote {} ({}, {})",
+        report.modules.len(),
+        report.full.len(),
+        report.unchanged,
+        report.overall_rel_error,
+        args.output.display(),
+        args.to,
+        super::fmt::human_bytes(written.bytes)
+    );
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! Extract a LoRA from a fine-tune: per weight, `Δ = W_tuned − W_base` in f32 (one module in
+//! memory at a time), skipped when `max |Δ| ≤ min_diff`, factorised by randomized SVD
+//! (`linalg::randomized_svd`: oversampling 10, 4 power iterations, seeded) or, with `exact`, a
+//! full thin SVD. The factors carry `U_k·S_k` and `V_kᵀ` with alpha = rank (scale 1), so
+//! `B·A` is the best rank-k approximation of `Δ` the SVD found.
+//!
+//! Which tensors: 2-D `*.weight` (linear) and 4-D (conv) present in both models with the same
+//! shape. Token embeddings (`*embed_tokens.weight`) and `lm_head.weight` follow `embeddings`:
+//! a LoRA (embedding layout `(B·A)ᵀ`), the full tuned tensor (PEFT `modules_to_save`), or
+//! nothing. 1-D tensors (norms, biases) cannot be a LoRA: those that changed are reported.
+
+use crate::adapter::{Adapter, AdapterMeta, LayerKind, LoraLayer};
+use crate::error::{Error, Result};
+use crate::io::TensorStore;
+use crate::linalg::{exact_svd_dense, randomized_svd, select_rank, RankRule, RsvdParams, SvSplit};
+use crate::tensor::{DType, Tensor};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmbeddingMode {
+    Lora,
+    Full,
+    Skip,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ExtractOptions {
+    /// Rank, or the cap for a dynamic rule.
+    pub rank: usize,
+    pub rule: RankRule,
+    /// Skip modules whose largest |Δ| is at most this.
+    pub min_diff: f64,
+    pub exact: bool,
+    pub embeddings: EmbeddingMode,
+    /// Factor dtype of the adapter.
+    pub dtype: DType,
+    pub seed: u64,
+}
+
+/// Randomized SVD settings for fine-tune deltas, whose spectra decay slowly.
+pub const EXTRACT_RSVD: RsvdParams = RsvdParams {
+    oversample: 10,
+    power_iters: 4,
+};
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ModuleExtract {
+    pub path: String,
+    pub rank: usize,
+    /// `‖Δ_k‖_F / ‖Δ‖_F`.
+    pub fro_retained: f64,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ExtractReport {
+    pub modules: Vec<ModuleExtract>,
+    /// Tensors with no measurable change (`max |Δ| ≤ min_diff`).
+    pub unchanged: usize,
+    /// Changed tensors a LoRA cannot carry (norms, biases), by name.
+    pub changed_not_lora: Vec<String>,
+    /// Full tensors stored as `modules_to_save`.
+    pub full: Vec<String>,
+    /// `‖Δ − Δ_k‖_F / ‖Δ‖_F` over all extracted modules together.
+    pub overall_rel_error: f64,
+}
+
+/// `‖Δ − up·down‖_F²`, computed in place in `delta`.
+fn residual_sq(delta: &mut [f32], up: &[f32], down: &[f32], m: usize, k: usize, n: usize) -> f64 {
+    use faer::{linalg::matmul::matmul, Accum, MatMut, MatRef};
+    matmul(
+        MatMut::from_row_major_slice_mut(delta, m, n),
+        Accum::Add,
+        MatRef::from_row_major_slice(up, m, k),
+        MatRef::from_row_major_slice(down, k, n),
+        -1.0f32,
+        faer::get_global_parallelism(),
+    );
+    crate::linalg::sum_squares(delta)
+}
+
+fn is_embedding_like(name: &str) -> bool {
+    name.ends_with("embed_tokens.weight")
+        || name == "lm_head.weight"
+        || name.ends_with(".lm_head.weight")
+}
+
+/// Extract the difference `tuned − base` as an adapter.
+pub fn extract(
+    base: &TensorStore,
+    tuned: &TensorStore,
+    opts: &ExtractOptions,
+    module_done: &dyn Fn(u64),
+) -> Result<(Adapter, ExtractReport)> {
+    if opts.rank == 0 {
+        return Err(Error::Invalid("--rank must be at least 1".into()));
+    }
+    let mut layers = BTreeMap::new();
+    let mut full = BTreeMap::new();
+    let mut report = ExtractReport::default();
+    let (mut total_sq, mut tail_sq) = (0f64, 0f64);
+    for name in tuned.names() {
+        let Some(tinfo) = tuned.info(name) else {
+            continue;
+        };
+        let Some(binfo) = base.info(name) else {
+            continue;
+        };
+        if tinfo.shape != binfo.shape {
+            return Err(Error::Invalid(format!(
+                "{name}: shape {:?} in the fine-tune, {:?} in the base (different architectures?)",
+                tinfo.shape, binfo.shape
+            )));
+        }
+        let t = tuned.tensor(name)?.to_f32();
+        let b = base.tensor(name)?.to_f32();
+        let mut delta: Vec<f32> = t.iter().zip(&b).map(|(x, y)| x - y).collect();
+        if let Some(f) = tuned.file_of(name) {
+            f.release(name);
+        }
+        if let Some(f) = base.file_of(name) {
+            f.release(name);
+        }
+        module_done(tinfo.byte_len() as u64);
+        let max = delta.iter().fold(0f32, |m, x| m.max(x.abs()));
+        if f64::from(max) <= opts.min_diff {
+            report.unchanged += 1;
+            continue;
+        }
+        let shape = &tinfo.shape;
+        if shape.len() < 2 || !name.ends_with(".weight") {
+            report.changed_not_lora.push(name.to_string());
+            continue;
+        }
+        let path = name.trim_end_matches(".weight").to_string();
+        let embed = is_embedding_like(name);
+        if embed && opts.embeddings == EmbeddingMode::Skip {
+            continue;
+        }
+        if embed && opts.embeddings == EmbeddingMode::Full {
+            full.insert(
+                name.to_string(),
+                Tensor::from_f32(shape.clone(), &t, opts.dtype)?,
+            );
+            report.full.push(name.to_string());
+            continue;
+        }
+        let token_embedding = embed && name.ends_with("embed_tokens.weight");
+        let (mut m, n) = (shape[0], shape[1..].iter().product::<usize>());
+        let mut cols = n;
+        if token_embedding {
+            // PEFT's embedding LoRA factors ΔEᵀ ([dim, num_embeddings]) as B·A
+            let mut tr = vec![0f32; delta.len()];
+            for i in 0..m {
+                for j in 0..n {
+                    tr[j * m + i] = delta[i * n + j];
+                }
+            }
+            delta = tr;
+            (m, cols) = (n, m);
+        }
+        let norm_sq: f64 = delta.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+        let cap = opts.rank.min(m).min(cols);
+        let svd = if opts.exact {
+            exact_svd_dense(&delta, m, cols)
+        } else {
+            randomized_svd(&delta, m, cols, cap, EXTRACT_RSVD, opts.seed)
+        }
+        .map_err(|e| Error::module(&path, e.to_string()))?;
+        let k = select_rank(&svd.s, opts.rule, cap)?.min(svd.s.len()).max(1);
+        let (up, down) = svd.into_factors(k, SvSplit::Up);
+        // the residual itself, Δ − B·A: `‖Δ‖² − Σσ²` would cancel down to f32 noise
+        let tail = residual_sq(&mut delta, &up, &down, m, k, cols);
+        let kept = (norm_sq - tail).max(0.0);
+        total_sq += norm_sq;
+        tail_sq += tail;
+        let (kind, down_shape, up_shape) = if token_embedding {
+            (LayerKind::Embedding, vec![k, cols], vec![m, k])
+        } else if shape.len() == 4 {
+            (
+                LayerKind::Conv,
+                vec![k, shape[1], shape[2], shape[3]],
+                vec![m, k, 1, 1],
+            )
+        } else {
+            (LayerKind::Linear, vec![k, cols], vec![m, k])
+        };
+        let layer = LoraLayer::new(
+            &path,
+            Tensor::from_f32(down_shape, &down, opts.dtype)?,
+            Tensor::from_f32(up_shape, &up, opts.dtype)?,
+            k as f64,
+            kind,
+        )?;
+        report.modules.push(ModuleExtract {
+            path: path.clone(),
+            rank: k,
+            fro_retained: if norm_sq > 0.0 {
+                (kept / norm_sq).min(1.0).sqrt()
+            } else {
+                1.0
+            },
+        });
+        layers.insert(path, layer);
+    }
+    if layers.is_empty() && full.is_empty() {
+        return Err(Error::Invalid(format!(
+            "no weight differs by more than --min-diff {} between the two models: nothing to extract",
+            opts.min_diff
+        )));
+    }
+    report.overall_rel_error = if total_sq > 0.0 {
+        (tail_sq / total_sq).sqrt()
+    } else {
+        0.0
+    };
+    let adapter = Adapter {
+        layers,
+        full,
+        meta: AdapterMeta {
+            base_model: Some(base.root().display().to_string()),
+            ..Default::default()
+        },
+    };
+    Ok((adapter, report))
+}
