@@ -111,8 +111,22 @@ pub fn extract(
                 tinfo.shape, binfo.shape
             )));
         }
-        let t = tuned.tensor(name)?.to_f32();
-        let b = base.tensor(name)?.to_f32();
+        let (tt, bt) = (tuned.tensor(name)?, base.tensor(name)?);
+        // identical bytes (most tensors of a LoRA-style fine-tune): no f32 copies at all
+        if tinfo.dtype == binfo.dtype && tt.bytes() == bt.bytes() {
+            if let Some(f) = tuned.file_of(name) {
+                f.release(name);
+            }
+            if let Some(f) = base.file_of(name) {
+                f.release(name);
+            }
+            module_done(tinfo.byte_len() as u64);
+            report.unchanged += 1;
+            continue;
+        }
+        let t = tt.to_f32();
+        let b = bt.to_f32();
+        drop((tt, bt));
         let mut delta: Vec<f32> = t.iter().zip(&b).map(|(x, y)| x - y).collect();
         if let Some(f) = tuned.file_of(name) {
             f.release(name);
