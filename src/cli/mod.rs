@@ -10,6 +10,7 @@ mod info_gguf;
 mod merge;
 mod progress;
 mod quantize;
+mod registry;
 mod resize;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +42,22 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Add adapters into a GGUF base model's weights (quantized bases stay quantized).
     Bake(bake::BakeArgs),
+    /// Store an adapter in the local registry under namespace/name:tag.
+    Add(registry::AddArgs),
+    /// List the stored adapters.
+    List(registry::ListArgs),
+    /// Show a stored adapter: metadata, files, lineage.
+    Show(registry::ShowArgs),
+    /// Give a stored adapter another name:tag.
+    Tag(registry::TagArgs),
+    /// Remove a tag (the blobs stay until gc).
+    Rm(registry::RmArgs),
+    /// Delete blobs no tag reaches.
+    Gc(registry::GcArgs),
+    /// Re-hash every blob and check every tag; exits 1 on any damage.
+    Verify(registry::VerifyArgs),
+    /// Copy a stored adapter's files out, or convert it.
+    Export(registry::ExportArgs),
 }
 
 /// Parse the command line, run the command, and return the process exit code.
@@ -60,6 +77,14 @@ pub fn run() -> i32 {
         Command::Merge(a) => merge::run(a),
         Command::Quantize(a) => quantize::run(a),
         Command::Bake(a) => bake::run(a),
+        Command::Add(a) => registry::add(a),
+        Command::List(a) => registry::list(a),
+        Command::Show(a) => registry::show(a),
+        Command::Tag(a) => registry::tag(a),
+        Command::Rm(a) => registry::rm(a),
+        Command::Gc(a) => registry::gc(a),
+        Command::Verify(a) => registry::verify(a),
+        Command::Export(a) => registry::export(a),
     };
     match result {
         Ok(()) => 0,
