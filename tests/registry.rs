@@ -431,9 +431,9 @@ fn sigkill_during_add_leaves_a_store_that_verifies() {
         assert_eq!(o.status.code(), Some(0), "after kill {i}: {}", stdout(&o));
         let tags = assert_store_consistent(&reg);
         assert!(tags >= 1, "the earlier adapter was lost");
-        assert_eq!(reg.json(&["show", "keep:v1", "--json"])["format"], "kohya");
     }
     assert!(killed_early > 5, "the kills never landed inside add ({killed_early})");
+    assert_eq!(reg.json(&["show", "keep:v1", "--json"])["format"], "kohya");
     reg.ok(&["gc"]);
     reg.ok(&["verify"]);
     assert_store_consistent(&reg);
@@ -471,11 +471,17 @@ fn eight_concurrent_writers_and_a_collector_lose_nothing() {
                 })
             })
             .collect();
-        for w in writers {
-            w.join().unwrap();
-        }
+        // join every writer before stopping the collector, so a failing writer cannot leave
+        // the collector looping forever
+        let results: Vec<_> = writers.into_iter().map(|w| w.join()).collect();
         done.store(true, std::sync::atomic::Ordering::SeqCst);
-        assert!(collector.join().unwrap() > 0);
+        let runs = collector.join();
+        for r in results {
+            if let Err(e) = r {
+                std::panic::resume_unwind(e);
+            }
+        }
+        assert!(runs.unwrap() > 0);
     });
     reg.ok(&["gc"]);
     for i in 0..8 {

@@ -159,19 +159,18 @@ impl Store {
     /// Store `bytes` as a blob (a no-op when the blob exists with that size).
     pub fn write_blob_bytes(&self, bytes: &[u8]) -> Result<Digest> {
         self.write_blob_from(&mut &bytes[..], Path::new("<memory>"))
+            .map(|(d, _)| d)
     }
 
     /// Store a file as a blob, hashing while copying.
     pub fn write_blob_file(&self, path: &Path) -> Result<(Digest, u64)> {
         let mut f = File::open(path).map_err(|e| RegistryError::io(path, e))?;
-        let digest = self.write_blob_from(&mut f, path)?;
-        let size = std::fs::metadata(self.blob_path(&digest))
-            .map_err(|e| RegistryError::io(self.blob_path(&digest), e))?
-            .len();
-        Ok((digest, size))
+        // the size comes from the bytes copied, not from the blob file: a concurrent gc may
+        // delete an already-present blob at any moment before this add holds the lock
+        self.write_blob_from(&mut f, path)
     }
 
-    fn write_blob_from(&self, src: &mut dyn Read, src_path: &Path) -> Result<Digest> {
+    fn write_blob_from(&self, src: &mut dyn Read, src_path: &Path) -> Result<(Digest, u64)> {
         let tmp_dir = self.tmp_dir();
         let mut tmp = tempfile::Builder::new()
             .prefix("blob-")
@@ -198,7 +197,7 @@ impl Store {
         // content addressing: an existing blob of the right size already holds these bytes
         // (a corrupted one is `verify`'s to report; a wrong size is replaced here)
         if std::fs::metadata(&dest).is_ok_and(|m| m.len() == size) {
-            return Ok(digest);
+            return Ok((digest, size));
         }
         tmp.as_file()
             .sync_all()
@@ -207,7 +206,7 @@ impl Store {
         tmp.persist(&dest)
             .map_err(|e| RegistryError::io(&dest, e.error))?;
         sync_dir(&self.blobs_dir());
-        Ok(digest)
+        Ok((digest, size))
     }
 }
 
