@@ -33,7 +33,13 @@ impl Reg {
     /// Run and require success.
     fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
-        assert_eq!(o.status.code(), Some(0), "{args:?}: {}{}", stdout(&o), stderr(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{args:?}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
         stdout(&o)
     }
     fn json(&self, args: &[&str]) -> Value {
@@ -63,7 +69,10 @@ impl Reg {
 }
 
 fn sha256_file(p: &Path) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(std::fs::read(p).unwrap())))
+    format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(std::fs::read(p).unwrap()))
+    )
 }
 
 fn kohya() -> PathBuf {
@@ -83,7 +92,10 @@ fn assert_store_consistent(reg: &Reg) -> usize {
     for m in manifests {
         let digest = m["digest"].as_str().unwrap();
         let bytes = std::fs::read(reg.blob(digest)).expect("manifest blob present");
-        assert_eq!(format!("sha256:{}", hex::encode(Sha256::digest(&bytes))), digest);
+        assert_eq!(
+            format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
+            digest
+        );
         let manifest: Value = serde_json::from_slice(&bytes).unwrap();
         let mut needed = vec![manifest["config"]["digest"].as_str().unwrap().to_string()];
         for l in manifest["layers"].as_array().unwrap() {
@@ -106,16 +118,27 @@ fn store_is_an_oci_image_layout_with_modelpack_manifests() {
     let index = reg.index();
     let entry = &index["manifests"][0];
     assert_eq!(entry["digest"], digest.as_str());
-    assert_eq!(entry["annotations"]["org.opencontainers.image.ref.name"], "acme/plain:v1");
+    assert_eq!(
+        entry["annotations"]["org.opencontainers.image.ref.name"],
+        "acme/plain:v1"
+    );
     assert_eq!(sha256_file(&reg.blob(&digest)), digest);
     let m: Value = serde_json::from_slice(&std::fs::read(reg.blob(&digest)).unwrap()).unwrap();
     assert_eq!(m["schemaVersion"], 2);
     assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
-    assert_eq!(m["artifactType"], "application/vnd.cncf.model.manifest.v1+json");
-    assert_eq!(m["config"]["mediaType"], "application/vnd.cncf.model.config.v1+json");
+    assert_eq!(
+        m["artifactType"],
+        "application/vnd.cncf.model.manifest.v1+json"
+    );
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.cncf.model.config.v1+json"
+    );
     let mut titles = Vec::new();
     for l in m["layers"].as_array().unwrap() {
-        let title = l["annotations"]["org.opencontainers.image.title"].as_str().unwrap();
+        let title = l["annotations"]["org.opencontainers.image.title"]
+            .as_str()
+            .unwrap();
         let original = peft().join(title);
         assert_eq!(l["digest"], sha256_file(&original).as_str(), "{title}");
         assert_eq!(l["size"], std::fs::metadata(&original).unwrap().len());
@@ -154,21 +177,35 @@ fn add_list_show_export_round_trip_is_byte_identical() {
     let only_kohya = reg.json(&["list", "--json", "--format", "kohya"]);
     assert_eq!(only_kohya.as_array().unwrap().len(), 1);
     assert_eq!(only_kohya[0]["digest"], kd.as_str());
-    assert_eq!(reg.json(&["list", "--json", "--name", "acme/"])[0]["digest"], pd.as_str());
+    assert_eq!(
+        reg.json(&["list", "--json", "--name", "acme/"])[0]["digest"],
+        pd.as_str()
+    );
     let base = reg.json(&["list", "--json", "--base", "tiny_llama"]);
     assert_eq!(base.as_array().unwrap().len(), 1, "{base}");
     let table = reg.ok(&["list"]);
-    assert!(table.contains("acme/plain:v1") && table.contains("style:v1"), "{table}");
+    assert!(
+        table.contains("acme/plain:v1") && table.contains("style:v1"),
+        "{table}"
+    );
 
     let show = reg.json(&["show", "style:v1", "--json"]);
     assert_eq!(show["format"], "kohya");
     assert_eq!(show["files"][0]["digest"], sha256_file(&kohya()).as_str());
     assert_eq!(show["ranks"], serde_json::json!([8]));
     let text = reg.ok(&["show", "acme/plain:v1"]);
-    assert!(text.contains("adapter_model.safetensors") && text.contains(&pd), "{text}");
+    assert!(
+        text.contains("adapter_model.safetensors") && text.contains(&pd),
+        "{text}"
+    );
 
     let out = tempdir();
-    reg.ok(&["export", "acme/plain:v1", "-o", out.path().to_str().unwrap()]);
+    reg.ok(&[
+        "export",
+        "acme/plain:v1",
+        "-o",
+        out.path().to_str().unwrap(),
+    ]);
     for f in ["adapter_config.json", "adapter_model.safetensors"] {
         assert_eq!(
             std::fs::read(out.path().join(f)).unwrap(),
@@ -189,7 +226,14 @@ fn export_to_a_format_converts_through_the_writers() {
     reg.add(&kohya(), "style:v1");
     let out = tempdir();
     let dest = out.path().join("style-peft");
-    reg.ok(&["export", "style:v1", "--to", "diffusers", "-o", dest.to_str().unwrap()]);
+    reg.ok(&[
+        "export",
+        "style:v1",
+        "--to",
+        "diffusers",
+        "-o",
+        dest.to_str().unwrap(),
+    ]);
     let ro = loratool::adapter::ReadOptions::default();
     let original = loratool::adapter::detect::read_adapter(&kohya(), None, ro).unwrap();
     let exported = loratool::adapter::detect::read_adapter(&dest, None, ro).unwrap();
@@ -211,7 +255,11 @@ fn adding_the_same_files_twice_stores_each_blob_once() {
     assert_eq!(after.len(), 5, "{after:?}");
     let total: u64 = after
         .iter()
-        .map(|n| std::fs::metadata(reg.root().join("blobs/sha256").join(n)).unwrap().len())
+        .map(|n| {
+            std::fs::metadata(reg.root().join("blobs/sha256").join(n))
+                .unwrap()
+                .len()
+        })
         .sum();
     assert!(total < 2 * std::fs::metadata(kohya()).unwrap().len());
 }
@@ -224,7 +272,10 @@ fn tag_rm_and_gc_delete_only_unreachable_blobs() {
     assert!(reg.ok(&["tag", "style:v1", "style:stable"]).contains(&kd));
     reg.ok(&["rm", "style:v1"]);
     // the other tag keeps the adapter
-    assert_eq!(reg.json(&["show", "style:stable", "--json"])["digest"], kd.as_str());
+    assert_eq!(
+        reg.json(&["show", "style:stable", "--json"])["digest"],
+        kd.as_str()
+    );
     let o = reg.run(&["show", "style:v1"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("style:v1"), "{}", stderr(&o));
@@ -260,7 +311,11 @@ fn verify_names_a_corrupt_blob_and_exits_non_zero() {
     std::fs::write(&path, &bytes).unwrap();
     let o = reg.run(&["verify"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stdout(&o).contains(&format!("corrupt: {weights}")), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&format!("corrupt: {weights}")),
+        "{}",
+        stdout(&o)
+    );
     // export refuses to hand out the damaged bytes
     let out = tempdir();
     let o = reg.run(&["export", "style:v1", "-o", out.path().to_str().unwrap()]);
@@ -291,12 +346,26 @@ fn hostile_names_are_refused_and_leave_the_store_unchanged() {
     let long = format!("{}:1", "a".repeat(300));
     let long_tag = format!("a:{}", "t".repeat(200));
     for bad in [
-        "../x:1", "a/b/c:1", "UPPER:1", "x:", "a/../b:1", "/abs:1", "a..b:1", "x:-v", &long,
-        &long_tag, "a b:1", "x:tag/../../y",
+        "../x:1",
+        "a/b/c:1",
+        "UPPER:1",
+        "x:",
+        "a/../b:1",
+        "/abs:1",
+        "a..b:1",
+        "x:-v",
+        &long,
+        &long_tag,
+        "a b:1",
+        "x:tag/../../y",
     ] {
         let o = reg.run(&["add", kohya().to_str().unwrap(), "--name", bad]);
         assert_eq!(o.status.code(), Some(1), "{bad} accepted");
-        assert!(stderr(&o).contains("invalid reference"), "{bad}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("invalid reference"),
+            "{bad}: {}",
+            stderr(&o)
+        );
     }
     assert_eq!(reg.index()["manifests"].as_array().unwrap().len(), 0);
     assert!(reg.blob_names().is_empty(), "{:?}", reg.blob_names());
@@ -324,10 +393,20 @@ fn references_are_accepted_where_paths_are() {
     assert_eq!(info["format"], "kohya");
     let by_digest = format!("acme/style@{kd}");
     let info = reg.json(&["info", &by_digest, "--json"]);
-    assert_eq!(info["modules"], reg.json(&["info", kohya().to_str().unwrap(), "--json"])["modules"]);
+    assert_eq!(
+        info["modules"],
+        reg.json(&["info", kohya().to_str().unwrap(), "--json"])["modules"]
+    );
     let out = tempdir();
     let dest = out.path().join("d");
-    reg.ok(&["convert", &by_digest, "--to", "diffusers", "-o", dest.to_str().unwrap()]);
+    reg.ok(&[
+        "convert",
+        &by_digest,
+        "--to",
+        "diffusers",
+        "-o",
+        dest.to_str().unwrap(),
+    ]);
     let ro = loratool::adapter::ReadOptions::default();
     let a = loratool::adapter::detect::read_adapter(&kohya(), None, ro).unwrap();
     let b = loratool::adapter::detect::read_adapter(&dest, None, ro).unwrap();
@@ -364,14 +443,24 @@ fn save_records_merge_lineage_that_show_prints() {
     let out = tempdir();
     let dest = out.path().join("merged");
     reg.ok(&[
-        "merge", "acme/a:v1", "acme/b:v1", "--weights", "0.7,0.3", "-o",
-        dest.to_str().unwrap(), "--save", "acme/merged:v1",
+        "merge",
+        "acme/a:v1",
+        "acme/b:v1",
+        "--weights",
+        "0.7,0.3",
+        "-o",
+        dest.to_str().unwrap(),
+        "--save",
+        "acme/merged:v1",
     ]);
     let v = reg.json(&["show", "acme/merged:v1", "--json"]);
     let lineage = &v["lineage"];
     assert_eq!(lineage["operation"], "merge");
     assert_eq!(lineage["summary"], "merge(sum, weights 0.7/0.3)");
-    assert_eq!(lineage["parameters"]["weights"], serde_json::json!([0.7, 0.3]));
+    assert_eq!(
+        lineage["parameters"]["weights"],
+        serde_json::json!([0.7, 0.3])
+    );
     let inputs: Vec<(&str, &str)> = lineage["inputs"]
         .as_array()
         .unwrap()
@@ -381,12 +470,20 @@ fn save_records_merge_lineage_that_show_prints() {
     assert_eq!(inputs, [("manifest", a.as_str()), ("manifest", b.as_str())]);
     // the stored files are the ones merge wrote
     assert_eq!(
-        v["files"].as_array().unwrap().iter().find(|f| f["name"] == "adapter_model.safetensors").unwrap()["digest"],
+        v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "adapter_model.safetensors")
+            .unwrap()["digest"],
         sha256_file(&dest.join("adapter_model.safetensors")).as_str()
     );
     let text = reg.ok(&["show", "acme/merged:v1"]);
     assert!(text.contains("merge(sum, weights 0.7/0.3)"), "{text}");
-    assert!(text.contains(&a) && text.contains(&b) && text.contains("acme/a:v1"), "{text}");
+    assert!(
+        text.contains(&a) && text.contains(&b) && text.contains("acme/a:v1"),
+        "{text}"
+    );
     // and the inputs' own lineage below them
     assert!(text.contains("add("), "{text}");
 }
@@ -397,13 +494,22 @@ fn save_from_a_path_records_the_input_files_sha256() {
     let out = tempdir();
     let dest = out.path().join("r.safetensors");
     reg.ok(&[
-        "resize", kohya().to_str().unwrap(), "--rank", "2", "-o", dest.to_str().unwrap(),
-        "--save", "style:r2",
+        "resize",
+        kohya().to_str().unwrap(),
+        "--rank",
+        "2",
+        "-o",
+        dest.to_str().unwrap(),
+        "--save",
+        "style:r2",
     ]);
     let v = reg.json(&["show", "style:r2", "--json"]);
     assert_eq!(v["lineage"]["operation"], "resize");
     assert_eq!(v["lineage"]["inputs"][0]["kind"], "files");
-    assert_eq!(v["lineage"]["inputs"][0]["digest"], sha256_file(&kohya()).as_str());
+    assert_eq!(
+        v["lineage"]["inputs"][0]["digest"],
+        sha256_file(&kohya()).as_str()
+    );
     assert_eq!(v["ranks"], serde_json::json!([2]));
     reg.ok(&["verify"]);
 }
@@ -415,7 +521,12 @@ fn sigkill_during_add_leaves_a_store_that_verifies() {
     let mut killed_early = 0;
     for i in 0..30u64 {
         let mut child = reg
-            .cmd(&["add", peft().to_str().unwrap(), "--name", &format!("crash/n{i}:v1")])
+            .cmd(&[
+                "add",
+                peft().to_str().unwrap(),
+                "--name",
+                &format!("crash/n{i}:v1"),
+            ])
             .env("LORATOOL_TEST_SLOW_ADD_MS", "4")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -432,7 +543,10 @@ fn sigkill_during_add_leaves_a_store_that_verifies() {
         let tags = assert_store_consistent(&reg);
         assert!(tags >= 1, "the earlier adapter was lost");
     }
-    assert!(killed_early > 5, "the kills never landed inside add ({killed_early})");
+    assert!(
+        killed_early > 5,
+        "the kills never landed inside add ({killed_early})"
+    );
     assert_eq!(reg.json(&["show", "keep:v1", "--json"])["format"], "kohya");
     reg.ok(&["gc"]);
     reg.ok(&["verify"]);
@@ -494,7 +608,9 @@ fn eight_concurrent_writers_and_a_collector_lose_nothing() {
                 input.clone()
             };
             let files = v["files"].as_array().unwrap();
-            assert!(files.iter().any(|f| f["digest"] == sha256_file(&weights).as_str()));
+            assert!(files
+                .iter()
+                .any(|f| f["digest"] == sha256_file(&weights).as_str()));
         }
     }
     assert_eq!(assert_store_consistent(&reg), 16);
@@ -503,27 +619,49 @@ fn eight_concurrent_writers_and_a_collector_lose_nothing() {
 
 #[test]
 fn skopeo_reads_the_store() {
-    let have = Command::new("skopeo").arg("--version").output().is_ok_and(|o| o.status.success());
+    let have = Command::new("skopeo")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !have {
         if std::env::var_os("CI").is_some() {
-            panic!("skopeo is not installed; CI installs it in .ci/run (apt-get install -y skopeo)");
+            panic!(
+                "skopeo is not installed; CI installs it in .ci/run (apt-get install -y skopeo)"
+            );
         }
-        eprintln!("skipping skopeo_reads_the_store: skopeo is not installed (apt-get install -y skopeo)");
+        eprintln!(
+            "skipping skopeo_reads_the_store: skopeo is not installed (apt-get install -y skopeo)"
+        );
         return;
     }
     let reg = Reg::new();
     let digest = reg.add(&peft(), "acme/plain:v1");
     reg.add(&kohya(), "style:v1");
     let target = format!("oci:{}:acme/plain:v1", reg.root().display());
-    let o = Command::new("skopeo").args(["inspect", "--raw", &target]).output().unwrap();
+    let o = Command::new("skopeo")
+        .args(["inspect", "--raw", &target])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(format!("sha256:{}", hex::encode(Sha256::digest(&o.stdout))), digest);
+    assert_eq!(
+        format!("sha256:{}", hex::encode(Sha256::digest(&o.stdout))),
+        digest
+    );
     // copying verifies every blob's digest on the way
     let out = tempdir();
     let dest = format!("dir:{}", out.path().join("copy").display());
-    let o = Command::new("skopeo").args(["copy", &target, &dest]).output().unwrap();
+    let o = Command::new("skopeo")
+        .args(["copy", &target, &dest])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let weights = sha256_file(&peft().join("adapter_model.safetensors"));
-    let copied = out.path().join("copy").join(weights.strip_prefix("sha256:").unwrap());
-    assert_eq!(std::fs::read(copied).unwrap(), std::fs::read(peft().join("adapter_model.safetensors")).unwrap());
+    let copied = out
+        .path()
+        .join("copy")
+        .join(weights.strip_prefix("sha256:").unwrap());
+    assert_eq!(
+        std::fs::read(copied).unwrap(),
+        std::fs::read(peft().join("adapter_model.safetensors")).unwrap()
+    );
 }

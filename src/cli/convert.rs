@@ -5,7 +5,9 @@ use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
 
-use super::adapter_io::{load_base, read_input_traced, save_output, write_output, GgufTarget, SaveOp};
+use super::adapter_io::{
+    load_base, read_input_traced, save_output, write_output, GgufTarget, SaveOp,
+};
 use crate::adapter::Format;
 use crate::quant::QuantType;
 use crate::tensor::DType;

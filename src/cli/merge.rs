@@ -271,7 +271,11 @@ pub fn run(args: MergeArgs) -> Result<()> {
             operation: "merge",
             summary: format!(
                 "merge({method}{}, weights {})",
-                if opts.compat_peft { ", PEFT compat" } else { "" },
+                if opts.compat_peft {
+                    ", PEFT compat"
+                } else {
+                    ""
+                },
                 weights_text.join("/")
             ),
             parameters: vec![
