@@ -60,28 +60,26 @@ impl Store {
             std::fs::create_dir_all(&dir).map_err(|e| RegistryError::io(&dir, e))?;
         }
         let layout = root.join("oci-layout");
-        match std::fs::read(&layout) {
-            Ok(bytes) => {
-                let v: serde_json::Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| RegistryError::corrupt(&layout, format!("not JSON: {e}")))?;
-                if v["imageLayoutVersion"] != "1.0.0" {
-                    return Err(RegistryError::corrupt(
-                        &layout,
-                        "imageLayoutVersion is not 1.0.0; is this directory an OCI layout loratool can use?",
-                    ));
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        if !layout.exists() || !store.index_path().exists() {
+            // created under the lock: gc removes temp files in the store root as leftovers of
+            // killed index writers, which is only sound if every root writer holds the lock
+            let _lock = store.lock_exclusive()?;
+            if !layout.exists() {
                 crate::io::atomic::write_bytes_atomic(&layout, OCI_LAYOUT.as_bytes())
                     .map_err(|e| RegistryError::Invalid(e.to_string()))?;
             }
-            Err(e) => return Err(RegistryError::io(&layout, e)),
-        }
-        if !store.index_path().exists() {
-            let _lock = store.lock_exclusive()?;
             if !store.index_path().exists() {
                 store.write_index(&Index::default())?;
             }
+        }
+        let bytes = read_bounded(&layout, 4096)?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| RegistryError::corrupt(&layout, format!("not JSON: {e}")))?;
+        if v["imageLayoutVersion"] != "1.0.0" {
+            return Err(RegistryError::corrupt(
+                &layout,
+                "imageLayoutVersion is not 1.0.0; is this directory an OCI layout loratool can use?",
+            ));
         }
         Ok(store)
     }
