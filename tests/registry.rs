@@ -665,3 +665,33 @@ fn skopeo_reads_the_store() {
         std::fs::read(peft().join("adapter_model.safetensors")).unwrap()
     );
 }
+
+#[test]
+fn gc_between_an_adds_blob_writes_and_its_index_update_loses_nothing() {
+    let reg = Reg::new();
+    reg.add(&kohya(), "old:v1");
+    reg.ok(&["rm", "old:v1"]); // the weights blob is now unreferenced
+    let weights = sha256_file(&kohya());
+    // each step of this add sleeps 300 ms: it finds the weights blob present (dedup) at
+    // ~300 ms and takes the lock only at ~1200 ms
+    let child = reg
+        .cmd(&["add", kohya().to_str().unwrap(), "--name", "new:v1"])
+        .env("LORATOOL_TEST_SLOW_ADD_MS", "300")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(750));
+    let gc = reg.ok(&["gc"]);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(gc.contains(&weights), "gc ran outside the window: {gc}");
+    reg.ok(&["verify"]);
+    assert_eq!(assert_store_consistent(&reg), 1);
+    let out = tempdir();
+    reg.ok(&["export", "new:v1", "-o", out.path().to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(out.path().join(kohya().file_name().unwrap())).unwrap(),
+        std::fs::read(kohya()).unwrap()
+    );
+}
