@@ -12,6 +12,7 @@ pub mod io;
 pub mod linalg;
 pub mod ops;
 pub mod quant;
+pub mod registry;
 pub mod tensor;
 
 pub use error::{Error, Result};

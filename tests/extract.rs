@@ -154,3 +154,50 @@ fn embeddings_lora_full_or_skip_and_changed_norms_reported() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("model.norm.weight"), "{}", stderr(&o));
 }
+
+#[test]
+fn extract_save_records_its_lineage_in_the_store() {
+    let dir = tempdir();
+    let tuned = baked(dir.path(), "peft/plain");
+    let home = dir.path().join("store");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_loratool"))
+            .env("LORATOOL_HOME", &home)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let base = fixture("tiny_llama");
+    let out = dir.path().join("ex");
+    run(&[
+        "extract",
+        "--base",
+        s(&base),
+        "--tuned",
+        s(&tuned),
+        "--rank",
+        "4",
+        "-o",
+        s(&out),
+        "--save",
+        "acme/extracted:v1",
+    ]);
+    let show: serde_json::Value =
+        serde_json::from_str(&run(&["show", "acme/extracted:v1", "--json"])).unwrap();
+    let text = show.to_string();
+    assert!(text.contains("extract(rank 4"), "{text}");
+    // the stored files are the ones written
+    let exported = dir.path().join("exported");
+    run(&["export", "acme/extracted:v1", "-o", s(&exported)]);
+    assert_eq!(
+        std::fs::read(exported.join("adapter_model.safetensors")).unwrap(),
+        std::fs::read(out.join("adapter_model.safetensors")).unwrap()
+    );
+}

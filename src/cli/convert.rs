@@ -5,7 +5,9 @@ use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
 
-use super::adapter_io::{load_base, read_input, write_output, GgufTarget};
+use super::adapter_io::{
+    load_base, read_input_traced, save_output, write_output, GgufTarget, SaveOp,
+};
 use crate::adapter::Format;
 use crate::quant::QuantType;
 use crate::tensor::DType;
@@ -41,6 +43,9 @@ pub struct ConvertArgs {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Also add the output to the adapter store as name:tag, with its lineage.
+    #[arg(long, value_name = "NAME:TAG")]
+    pub save: Option<String>,
 }
 
 pub fn parse_format(s: &str) -> Result<Format, String> {
@@ -91,7 +96,8 @@ struct Summary {
 
 pub fn run(args: ConvertArgs) -> Result<()> {
     let base = load_base(args.base.as_deref())?;
-    let mut adapter = read_input(&args.input, args.from, args.skip_unknown, base.as_ref())?;
+    let (mut adapter, source) =
+        read_input_traced(&args.input, args.from, args.skip_unknown, base.as_ref())?;
     let gguf_dtype = match (args.to, args.dtype) {
         (Format::Gguf, d) => d,
         (_, Some(QuantType::Q8_0)) => bail!("--dtype q8_0 applies to --to gguf only"),
@@ -111,6 +117,21 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         dtype: gguf_dtype,
     };
     let report = write_output(&adapter, args.to, &args.output, target)?;
+    let dtype = args.dtype.map(|d| d.name());
+    save_output(
+        args.save.as_deref(),
+        &args.output,
+        Some(args.to),
+        SaveOp {
+            operation: "convert",
+            summary: match dtype {
+                Some(d) => format!("convert(to {}, dtype {d})", args.to),
+                None => format!("convert(to {})", args.to),
+            },
+            parameters: vec![("to", args.to.name().into()), ("dtype", dtype.into())],
+            inputs: &[source],
+        },
+    )?;
     let from = adapter
         .meta
         .source_format

@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
-use super::adapter_io::{write_output, GgufTarget};
+use super::adapter_io::{save_output, write_output, GgufTarget, SaveOp};
 use super::convert::{parse_dtype, parse_format};
 use super::progress::bytes_bar;
 use crate::adapter::Format;
@@ -75,6 +75,10 @@ pub struct ExtractArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also add the output to the adapter store as name:tag, with its lineage (the two model
+    /// paths and the settings; models are not store inputs, so no input digests).
+    #[arg(long, value_name = "NAME:TAG")]
+    pub save: Option<String>,
 }
 
 pub fn run(args: ExtractArgs) -> Result<()> {
@@ -113,6 +117,31 @@ pub fn run(args: ExtractArgs) -> Result<()> {
     bar.finish_and_clear();
     let (adapter, report) = result.context("extracting")?;
     let written = write_output(&adapter, args.to, &args.output, GgufTarget::default())?;
+    save_output(
+        args.save.as_deref(),
+        &args.output,
+        Some(args.to),
+        SaveOp {
+            operation: "extract",
+            summary: format!(
+                "extract(rank {}{}, from {} − {})",
+                args.rank,
+                if args.exact { ", exact" } else { "" },
+                args.tuned.display(),
+                args.base.display()
+            ),
+            parameters: vec![
+                ("base", args.base.display().to_string().into()),
+                ("tuned", args.tuned.display().to_string().into()),
+                ("rank", args.rank.into()),
+                ("param", args.param.into()),
+                ("exact", args.exact.into()),
+                ("min_diff", args.min_diff.into()),
+                ("seed", args.seed.into()),
+            ],
+            inputs: &[],
+        },
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

@@ -77,7 +77,13 @@ struct ModelInfo {
 }
 
 pub fn run(args: InfoArgs) -> Result<()> {
-    let path = &args.path;
+    // a registry reference is laid out in a temp directory that lives until the end of run
+    let input = super::adapter_io::resolve_input(&args.path)?;
+    let path = &input.path;
+    let args = InfoArgs {
+        from: args.from.or(input.format),
+        ..args
+    };
     if path.is_file() && crate::io::gguf::is_gguf(path) {
         return super::info_gguf::run(path, args.json);
     }

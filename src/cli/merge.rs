@@ -5,7 +5,9 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use std::path::PathBuf;
 
-use super::adapter_io::{load_base, output_format, read_input, write_output, GgufTarget};
+use super::adapter_io::{
+    load_base, output_format, read_input_traced, save_output, write_output, GgufTarget, SaveOp,
+};
 use super::convert::{parse_dtype, parse_format};
 use super::progress::modules_bar;
 use crate::adapter::kohya::note_merge;
@@ -102,6 +104,9 @@ pub struct MergeArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also add the output to the adapter store as name:tag, with its lineage.
+    #[arg(long, value_name = "NAME:TAG")]
+    pub save: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -191,11 +196,13 @@ pub fn run(args: MergeArgs) -> Result<()> {
     let weights = parse_weights(&args)?;
     let clamp = parse_clamp(&args)?;
     let base = load_base(args.base.as_deref())?;
-    let adapters = args
+    let (adapters, sources): (Vec<_>, Vec<_>) = args
         .inputs
         .iter()
-        .map(|p| read_input(p, None, args.skip_unknown, base.as_ref()))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|p| read_input_traced(p, None, args.skip_unknown, base.as_ref()))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
     let to = output_format(&adapters[0], args.to)?;
     let inputs: Vec<MergeInput> = args
         .inputs
@@ -252,6 +259,35 @@ pub fn run(args: MergeArgs) -> Result<()> {
         GgufTarget::with_base(base.as_ref()),
     )?;
     let method = opts.method.name();
+    let weights_text: Vec<String> = weights.iter().map(|w| w.to_string()).collect();
+    save_output(
+        args.save.as_deref(),
+        &args.output,
+        Some(to),
+        SaveOp {
+            operation: "merge",
+            summary: format!(
+                "merge({method}{}, weights {})",
+                if opts.compat_peft {
+                    ", PEFT compat"
+                } else {
+                    ""
+                },
+                weights_text.join("/")
+            ),
+            parameters: vec![
+                ("method", method.into()),
+                ("weights", weights.clone().into()),
+                ("rank", args.rank.into()),
+                ("conv_rank", args.conv_rank.into()),
+                ("clamp_quantile", opts.clamp_quantile.into()),
+                ("density", args.density.into()),
+                ("seed", args.seed.into()),
+                ("compat_peft", opts.compat_peft.into()),
+            ],
+            inputs: &sources,
+        },
+    )?;
     if args.json {
         let r = Report {
             method,

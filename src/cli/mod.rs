@@ -11,6 +11,7 @@ mod info_gguf;
 mod merge;
 mod progress;
 mod quantize;
+mod registry;
 mod resize;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,22 @@ enum Command {
     Bake(bake::BakeArgs),
     /// Extract a LoRA from the difference between a fine-tuned model and its base.
     Extract(extract::ExtractArgs),
+    /// Store an adapter in the local registry under namespace/name:tag.
+    Add(registry::AddArgs),
+    /// List the stored adapters.
+    List(registry::ListArgs),
+    /// Show a stored adapter: metadata, files, lineage.
+    Show(registry::ShowArgs),
+    /// Give a stored adapter another name:tag.
+    Tag(registry::TagArgs),
+    /// Remove a tag (the blobs stay until gc).
+    Rm(registry::RmArgs),
+    /// Delete blobs no tag reaches.
+    Gc(registry::GcArgs),
+    /// Re-hash every blob and check every tag; exits 1 on any damage.
+    Verify(registry::VerifyArgs),
+    /// Copy a stored adapter's files out, or convert it.
+    Export(registry::ExportArgs),
 }
 
 /// Parse the command line, run the command, and return the process exit code.
@@ -67,6 +84,14 @@ pub fn run() -> i32 {
         Command::Quantize(a) => quantize::run(a),
         Command::Bake(a) => bake::run(a),
         Command::Extract(a) => extract::run(a),
+        Command::Add(a) => registry::add(a),
+        Command::List(a) => registry::list(a),
+        Command::Show(a) => registry::show(a),
+        Command::Tag(a) => registry::tag(a),
+        Command::Rm(a) => registry::rm(a),
+        Command::Gc(a) => registry::gc(a),
+        Command::Verify(a) => registry::verify(a),
+        Command::Export(a) => registry::export(a),
     };
     match result {
         Ok(()) => 0,

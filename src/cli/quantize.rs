@@ -6,6 +6,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::adapter_io::{resolve_input, save_output, SaveOp};
 use super::fmt::human_bytes;
 use super::progress::bytes_bar;
 use crate::io::gguf::GgufFile;
@@ -28,6 +29,10 @@ pub struct QuantizeArgs {
     /// Print one JSON object (every tensor and the totals) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also add the output (a GGUF LoRA adapter) to the adapter store as name:tag, with its
+    /// lineage.
+    #[arg(long, value_name = "NAME:TAG")]
+    pub save: Option<String>,
 }
 
 fn parse_type(s: &str) -> Result<QuantType, String> {
@@ -45,8 +50,9 @@ struct Report<'a> {
 }
 
 pub fn run(args: QuantizeArgs) -> Result<()> {
+    let input = resolve_input(&args.input)?;
     let file =
-        GgufFile::open(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
+        GgufFile::open(&input.path).with_context(|| format!("reading {}", args.input.display()))?;
     let total: u64 = file.tensors.values().map(|t| t.byte_len).sum();
     let bar = bytes_bar(total, "quantizing");
     let progress = |n: u64| bar.inc(n);
@@ -57,7 +63,21 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     let result = quantize_gguf(&file, &args.output, opts, &progress);
     bar.finish_and_clear();
     let tensors = result.with_context(|| format!("quantizing {}", args.input.display()))?;
-    let before = std::fs::metadata(&args.input).map_or(0, |m| m.len());
+    save_output(
+        args.save.as_deref(),
+        &args.output,
+        Some(crate::adapter::Format::Gguf),
+        SaveOp {
+            operation: "quantize",
+            summary: format!("quantize({})", args.ty.name()),
+            parameters: vec![
+                ("type", args.ty.name().into()),
+                ("allow_requantize", args.allow_requantize.into()),
+            ],
+            inputs: std::slice::from_ref(&input.source),
+        },
+    )?;
+    let before = std::fs::metadata(&input.path).map_or(0, |m| m.len());
     let after = std::fs::metadata(&args.output).map_or(0, |m| m.len());
     if args.json {
         let r = Report {

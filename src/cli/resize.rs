@@ -5,7 +5,9 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use std::path::PathBuf;
 
-use super::adapter_io::{load_base, output_format, read_input, write_output, GgufTarget};
+use super::adapter_io::{
+    load_base, output_format, read_input_traced, save_output, write_output, GgufTarget, SaveOp,
+};
 use super::convert::{parse_dtype, parse_format};
 use super::progress::modules_bar;
 use crate::adapter::kohya::{note_resize, ResizeNote};
@@ -95,6 +97,9 @@ pub struct ResizeArgs {
     /// Print one JSON object (modules and summary) instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Also add the output to the adapter store as name:tag, with its lineage.
+    #[arg(long, value_name = "NAME:TAG")]
+    pub save: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -132,7 +137,8 @@ pub fn run(args: ResizeArgs) -> Result<()> {
         (Some(_), None) => bail!("--method needs --param"),
     };
     let base = load_base(args.base.as_deref())?;
-    let adapter = read_input(&args.input, args.from, args.skip_unknown, base.as_ref())?;
+    let (adapter, source) =
+        read_input_traced(&args.input, args.from, args.skip_unknown, base.as_ref())?;
     let to = output_format(&adapter, args.to)?;
     let opts = ResizeOptions {
         rank: args.rank,
@@ -173,6 +179,27 @@ pub fn run(args: ResizeArgs) -> Result<()> {
         to,
         &args.output,
         GgufTarget::with_base(base.as_ref()),
+    )?;
+    let method = args.method.map(|m| m.name());
+    save_output(
+        args.save.as_deref(),
+        &args.output,
+        Some(to),
+        SaveOp {
+            operation: "resize",
+            summary: match (method, args.param) {
+                (Some(m), Some(p)) => format!("resize({m} {p}, max rank {})", args.rank),
+                _ => format!("resize(rank {})", args.rank),
+            },
+            parameters: vec![
+                ("rank", args.rank.into()),
+                ("conv_rank", args.conv_rank.into()),
+                ("method", method.into()),
+                ("param", args.param.into()),
+                ("alpha", args.alpha.into()),
+            ],
+            inputs: &[source],
+        },
     )?;
 
     let fro: Vec<f64> = modules

@@ -151,9 +151,9 @@ fn plan_tensor(
     let row = info.dims[0] as usize;
     let mut to = opts.target;
     let mut note = None;
-    if row % to.block_size() != 0 {
+    if !row.is_multiple_of(to.block_size()) {
         let first = fallback(to);
-        to = if row % first.block_size() == 0 {
+        to = if row.is_multiple_of(first.block_size()) {
             first
         } else {
             QuantType::F16

@@ -166,7 +166,7 @@ impl QuantType {
     /// blocks.
     pub fn row_bytes(self, row_len: usize) -> Result<usize> {
         let block = self.block_size();
-        if row_len % block != 0 {
+        if !row_len.is_multiple_of(block) {
             return Err(Error::Invalid(format!(
                 "{self}: row length {row_len} is not a multiple of the {self} block size {block}; \
                  keep such tensors in f16 or f32 (as llama-quantize does)"
@@ -180,7 +180,7 @@ impl QuantType {
     /// Values held by `n_bytes` bytes of this type; errors if they are not whole blocks.
     pub fn values_in(self, n_bytes: usize) -> Result<usize> {
         let size = self.type_size();
-        if n_bytes % size != 0 {
+        if !n_bytes.is_multiple_of(size) {
             return Err(Error::Invalid(format!(
                 "{self}: {n_bytes} bytes is not a whole number of {size}-byte blocks"
             )));
@@ -326,7 +326,7 @@ fn count_rows(ty: QuantType, n_values: usize, row_len: usize) -> Result<usize> {
         return Err(Error::Invalid(format!("quantize {ty}: row length is 0")));
     }
     ty.row_bytes(row_len)?;
-    if n_values % row_len != 0 {
+    if !n_values.is_multiple_of(row_len) {
         return Err(Error::Invalid(format!(
             "quantize {ty}: {n_values} values do not split into rows of {row_len}"
         )));
@@ -343,7 +343,7 @@ fn count_byte_rows(
     if row_len == 0 {
         return Err(Error::Invalid(format!("dequantize {ty}: row length is 0")));
     }
-    if n_bytes % row_bytes != 0 {
+    if !n_bytes.is_multiple_of(row_bytes) {
         return Err(Error::Invalid(format!(
             "dequantize {ty}: {n_bytes} bytes do not split into rows of {row_bytes} bytes \
              ({row_len} values each)"

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 
 /// Which old row each new row comes from, for `rows` rows in `heads` heads.
 fn source_rows(rows: usize, heads: usize) -> Result<Vec<usize>> {
-    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
+    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
         return Err(Error::Invalid(format!(
             "cannot apply the RoPE row permutation: {rows} rows do not split into {heads} heads of an even size (wrong head count in the base config?)"
         )));

@@ -141,7 +141,7 @@ fn plan<'a>(
                 _ => QuantType::F32,
             });
             // as the reference converter: a block type that does not fit the row falls back to F16
-            if row_len % want.block_size() == 0 {
+            if row_len.is_multiple_of(want.block_size()) {
                 want
             } else {
                 QuantType::F16
