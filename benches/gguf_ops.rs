@@ -11,38 +11,16 @@
 //! vocabulary 32000, F16 matrices and F32 norms (491 M parameters, 983 MB). Adapter: PEFT,
 //! rank 16, alpha 32, f32, on q/k/v/o of every block.
 
+#[path = "common/llama_bench.rs"]
+mod llama_bench;
+
+use llama_bench::*;
 use loratool::io::gguf::{write_gguf, GgufValue, PendingGgufTensor};
 use loratool::tensor::{DType, Tensor};
-use rayon::prelude::*;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
-
-const HIDDEN: usize = 2048;
-const HEADS: usize = 16;
-const KV_HEADS: usize = 4;
-const FFN: usize = 5632;
 const BLOCKS: usize = 8;
-const VOCAB: usize = 32000;
-const RANK: usize = 16;
-
-/// Deterministic values in about ±0.05, in parallel (splitmix64 per element).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    (0..n)
-        .into_par_iter()
-        .map(|i| {
-            let mut z = seed
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                .wrapping_add(i as u64);
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
-        })
-        .collect()
-}
 
 fn model_tensors() -> Vec<(String, Vec<usize>, DType)> {
     let kv = HIDDEN / HEADS * KV_HEADS;
@@ -114,43 +92,7 @@ fn generate_model(path: &Path) -> Res<()> {
 }
 
 fn generate_adapter(dir: &Path) -> Res<()> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(
-        dir.join("adapter_config.json"),
-        format!(
-            r#"{{"peft_type": "LORA", "r": {RANK}, "lora_alpha": {}, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "task_type": "CAUSAL_LM"}}"#,
-            2 * RANK
-        ),
-    )?;
-    let kv = HIDDEN / HEADS * KV_HEADS;
-    let mut owned: Vec<(String, Tensor)> = Vec::new();
-    let mut seed = 1000;
-    for b in 0..BLOCKS {
-        for (m, out) in [
-            ("q_proj", HIDDEN),
-            ("k_proj", kv),
-            ("v_proj", kv),
-            ("o_proj", HIDDEN),
-        ] {
-            let key = format!("base_model.model.model.layers.{b}.self_attn.{m}");
-            for (suffix, shape) in [("lora_A", vec![RANK, HIDDEN]), ("lora_B", vec![out, RANK])] {
-                seed += 1;
-                let n = shape.iter().product();
-                let t = Tensor::from_f32(shape, &values(n, seed), DType::F32)?;
-                owned.push((format!("{key}.{suffix}.weight"), t));
-            }
-        }
-    }
-    let pending: Vec<_> = owned
-        .iter()
-        .map(|(n, t)| loratool::io::PendingTensor::from_tensor(n.clone(), t))
-        .collect();
-    loratool::io::write_safetensors(
-        &dir.join("adapter_model.safetensors"),
-        &pending,
-        None,
-        &|_| {},
-    )?;
+    llama_bench::generate_adapter(dir, BLOCKS)?;
     std::fs::write(
         dir.join("base_config.json"),
         format!(
@@ -158,32 +100,6 @@ fn generate_adapter(dir: &Path) -> Res<()> {
         ),
     )?;
     Ok(())
-}
-
-/// Wall seconds and peak RSS (MiB) of one command, from /usr/bin/time.
-fn timed(args: &[&str]) -> Res<(f64, f64)> {
-    let out = Command::new("/usr/bin/time")
-        .args(["-f", "TIME %e %M"])
-        .args(args)
-        .output()?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        return Err(format!("{args:?} failed: {err}").into());
-    }
-    let line = err
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("TIME "))
-        .ok_or("no /usr/bin/time output")?;
-    let mut it = line.split_whitespace().skip(1);
-    let secs: f64 = it.next().ok_or("time")?.parse()?;
-    let kib: f64 = it.next().ok_or("rss")?.parse()?;
-    Ok((secs, kib / 1024.0))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() -> Res<()> {

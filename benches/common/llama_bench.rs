@@ -1,0 +1,104 @@
+//! What the model-level benchmarks (`gguf_ops`, `bake_extract`) share: the llama shape, value
+//! and adapter generators, and timing of a child command. Included with `#[path]`.
+
+#![allow(dead_code)]
+
+use loratool::io::{write_safetensors, PendingTensor};
+use loratool::tensor::{DType, Tensor};
+use rayon::prelude::*;
+use std::path::Path;
+use std::process::Command;
+
+pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+pub const HIDDEN: usize = 2048;
+pub const HEADS: usize = 16;
+pub const KV_HEADS: usize = 4;
+pub const FFN: usize = 5632;
+pub const VOCAB: usize = 32000;
+pub const RANK: usize = 16;
+
+/// Deterministic values in about ±0.05 (splitmix64 per element).
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
+    (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let mut z = seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(i as u64);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
+        })
+        .collect()
+}
+
+/// A PEFT adapter (rank 16, alpha 32, f32) on q/k/v/o of `blocks` llama blocks.
+pub fn generate_adapter(dir: &Path, blocks: usize) -> Res<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join("adapter_config.json"),
+        format!(
+            r#"{{"peft_type": "LORA", "r": {RANK}, "lora_alpha": {}, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "task_type": "CAUSAL_LM"}}"#,
+            2 * RANK
+        ),
+    )?;
+    let kv = HIDDEN / HEADS * KV_HEADS;
+    let mut owned: Vec<(String, Tensor)> = Vec::new();
+    let mut seed = 5000;
+    for b in 0..blocks {
+        for (m, out) in [
+            ("q_proj", HIDDEN),
+            ("k_proj", kv),
+            ("v_proj", kv),
+            ("o_proj", HIDDEN),
+        ] {
+            let key = format!("base_model.model.model.layers.{b}.self_attn.{m}");
+            for (suffix, shape) in [("lora_A", vec![RANK, HIDDEN]), ("lora_B", vec![out, RANK])] {
+                seed += 1;
+                let n = shape.iter().product();
+                let t = Tensor::from_f32(shape, &values(n, seed), DType::F32)?;
+                owned.push((format!("{key}.{suffix}.weight"), t));
+            }
+        }
+    }
+    let pending: Vec<_> = owned
+        .iter()
+        .map(|(n, t)| PendingTensor::from_tensor(n.clone(), t))
+        .collect();
+    write_safetensors(
+        &dir.join("adapter_model.safetensors"),
+        &pending,
+        None,
+        &|_| {},
+    )?;
+    Ok(())
+}
+
+/// Wall seconds and peak RSS (MiB) of one command, from /usr/bin/time.
+pub fn timed(args: &[&str]) -> Res<(f64, f64)> {
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "TIME %e %M"])
+        .args(args)
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("{args:?} failed: {err}").into());
+    }
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("TIME "))
+        .ok_or("no /usr/bin/time output")?;
+    let mut it = line.split_whitespace().skip(1);
+    let secs: f64 = it.next().ok_or("time")?.parse()?;
+    let kib: f64 = it.next().ok_or("rss")?.parse()?;
+    Ok((secs, kib / 1024.0))
+}
+
+/// The median of a non-empty sample.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
