@@ -415,8 +415,9 @@ fn every_listed_architecture_converts_both_ways() {
         let b = SafetensorsFile::open(&peft.join("adapter_model.safetensors")).unwrap();
         let q_b = b
             .tensor("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight")
-            .map(|t| t.to_f32());
-        if let Ok(q_b) = q_b {
+            .expect("every table maps q_proj")
+            .to_f32();
+        {
             let stored: Vec<f32> = f
                 .tensor_bytes("blk.0.attn_q.weight.lora_b")
                 .unwrap()
