@@ -214,3 +214,140 @@ fn wrong_base_is_refused_before_anything_is_written() {
         .collect();
     assert!(leftovers.is_empty(), "temporary directory left behind");
 }
+
+/// PEFT's merge of DoRA after PR #3609, as the unmerged forward computes it:
+/// `W₀ + Σ_lora ΔWᵢ + Σ_dora [(fᵢ − 1)·W₀ + fᵢ·ΔWᵢ]`, `fᵢ = mᵢ / ‖W₀ + ΔWᵢ‖_row`.
+#[test]
+fn several_dora_adapters_are_each_normalised_against_the_unmerged_weight() {
+    let dir = tempdir();
+    let out = dir.path().join("out");
+    let (dora, plain) = (fixture("peft/dora"), fixture("peft/plain"));
+    run_ok(&[
+        "bake",
+        s(&fixture("tiny_llama")),
+        s(&dora),
+        s(&dora),
+        s(&plain),
+        "--weights",
+        "1,0.5,0.8",
+        "-o",
+        s(&out),
+    ]);
+    let (d, p) = (read_any(&dora), read_any(&plain));
+    let base = fixture("tiny_llama/model.safetensors");
+    for (path, layer) in &d.layers {
+        let name = format!("{path}.weight");
+        let w0 = values(&base, &name);
+        let cols = layer.in_features();
+        let m = layer.magnitude.as_ref().unwrap().to_f64();
+        let mut want: Vec<f64> = w0.clone();
+        let plain_delta = dense_delta(&p.layers[path]);
+        want.iter_mut()
+            .zip(&plain_delta)
+            .for_each(|(x, y)| *x += 0.8 * y);
+        for weight in [1.0, 0.5] {
+            let dw: Vec<f64> = dense_delta(layer).iter().map(|x| weight * x).collect();
+            for (row, mi) in m.iter().enumerate() {
+                let span = row * cols..(row + 1) * cols;
+                let n = span
+                    .clone()
+                    .map(|i| (w0[i] + dw[i]).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                let f = mi / n;
+                for i in span {
+                    want[i] += (f - 1.0) * w0[i] + f * dw[i];
+                }
+            }
+        }
+        let e = rel_err(&want, &values(&out.join("model.safetensors"), &name));
+        assert!(e < 1e-6, "{name}: {e:.2e}");
+    }
+}
+
+/// A PEFT adapter with `modules_to_save = ["lm_head"]` and a LoRA on one q_proj.
+fn adapter_with_saved_head(dir: &Path) -> std::path::PathBuf {
+    use loratool::tensor::DType;
+    let d = dir.join("saved_head");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("adapter_config.json"),
+        r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"], "modules_to_save": ["lm_head"]}"#,
+    )
+    .unwrap();
+    let q = "base_model.model.model.layers.0.self_attn.q_proj";
+    write_st(
+        &d.join("adapter_model.safetensors"),
+        &[
+            (
+                format!("{q}.lora_A.weight"),
+                pseudo(vec![2, 128], 1, DType::F32),
+            ),
+            (
+                format!("{q}.lora_B.weight"),
+                pseudo(vec![128, 2], 2, DType::F32),
+            ),
+            (
+                "base_model.model.lm_head.weight".into(),
+                pseudo(vec![512, 128], 3, DType::F32),
+            ),
+        ],
+        &[],
+    );
+    d
+}
+
+#[test]
+fn modules_to_save_replace_the_base_tensor() {
+    let dir = tempdir();
+    let adapter = adapter_with_saved_head(dir.path());
+    let saved = values(
+        &adapter.join("adapter_model.safetensors"),
+        "base_model.model.lm_head.weight",
+    );
+    let base = fixture("tiny_llama/model.safetensors");
+    let w0 = values(&base, "lm_head.weight");
+    for (weight, tag) in [("1", "full"), ("0.25", "quarter")] {
+        let out = dir.path().join(tag);
+        let text = run_ok(&[
+            "bake",
+            s(&fixture("tiny_llama")),
+            s(&adapter),
+            "--weights",
+            weight,
+            "-o",
+            s(&out),
+        ]);
+        assert!(text.contains("into 2 tensors"), "{text}");
+        let got = values(&out.join("model.safetensors"), "lm_head.weight");
+        let w: f64 = weight.parse().unwrap();
+        let want: Vec<f64> = w0
+            .iter()
+            .zip(&saved)
+            .map(|(b, t)| b + w * (t - b))
+            .collect();
+        if w == 1.0 {
+            assert_eq!(got, saved, "weight 1 stores the trained tensor itself");
+        }
+        let e = rel_err(&want, &got);
+        assert!(e < 1e-6, "weight {weight}: {e:.2e}");
+    }
+    // a LoRA on a tensor another adapter replaces is a conflict
+    let lora_on_head = one_module_peft(dir.path(), "head_lora", "lm_head", 2, 4.0, (512, 128));
+    let out = dir.path().join("conflict");
+    let o = loratool(&[
+        "bake",
+        s(&fixture("tiny_llama")),
+        s(&adapter),
+        s(&lora_on_head),
+        "-o",
+        s(&out),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("lm_head.weight: a fully trained tensor"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+}

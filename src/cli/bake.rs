@@ -10,22 +10,26 @@ use super::fmt::human_bytes;
 use super::progress::bytes_bar;
 use crate::adapter::gguf::base::from_gguf;
 use crate::io::gguf::{is_gguf, GgufFile};
-use crate::ops::bake_model::{bake_model_dir, ModelBakeInput};
+use crate::ops::bake_model::{bake_model, describe, ModelBakeInput};
 use crate::ops::gguf_bake::{bake_gguf, BakeInput, BakedTensor};
+use crate::ops::model_layout::ModelLayout;
 
 #[derive(Args)]
 pub struct BakeArgs {
     /// Base model: a llama.cpp GGUF model (any of loratool's tensor types, quantized included),
-    /// or a Hugging Face model directory (`model.safetensors`, or shards with
-    /// `model.safetensors.index.json`).
+    /// a Hugging Face model directory (`model.safetensors`, or shards with
+    /// `model.safetensors.index.json`), a diffusers pipeline directory (`unet/`, `text_encoder/`,
+    /// `text_encoder_2/`, ...), or a single-file SD1.5/SDXL checkpoint (`.safetensors`).
     pub base: PathBuf,
-    /// Adapters to add (PEFT directories or GGUF LoRA files).
+    /// Adapters to add: PEFT directories, diffusers or kohya LoRA files, GGUF LoRA files, or
+    /// registry references.
     #[arg(required = true, value_name = "ADAPTER")]
     pub adapters: Vec<PathBuf>,
     /// One scale per adapter, comma-separated (llama.cpp's --lora-scaled); default 1 each.
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub weights: Vec<f64>,
-    /// Output: a .gguf file for a GGUF base; a new directory for a Hugging Face base.
+    /// Output: a new directory for a directory base (model or pipeline); a file for a file base
+    /// (.gguf, single-file checkpoint).
     #[arg(short, long)]
     pub output: PathBuf,
     /// Write merged tensors as llama-export-lora does: F16 (F32 if the base tensor is F32),
@@ -134,7 +138,7 @@ pub fn run(args: BakeArgs) -> Result<()> {
     Ok(())
 }
 
-/// A Hugging Face model directory base.
+/// A safetensors base: model directory, pipeline directory or single file.
 fn run_safetensors(args: &BakeArgs, weights: &[f64]) -> Result<()> {
     if args.export_lora_compat {
         bail!("--export-lora-compat applies to GGUF bases only");
@@ -155,12 +159,17 @@ fn run_safetensors(args: &BakeArgs, weights: &[f64]) -> Result<()> {
             weight,
         })
         .collect();
-    let store = crate::io::TensorStore::open(&args.base)
+    let layout = ModelLayout::open(&args.base)
         .with_context(|| format!("reading the base model {}", args.base.display()))?;
-    let bar = bytes_bar(store.total_file_bytes(), "baking");
-    drop(store);
+    for p in &layout.ignored {
+        eprintln!(
+            "warning: {} is not one of the model's weight files; copied unchanged, adapters not applied",
+            p.display()
+        );
+    }
+    let bar = bytes_bar(layout.weight_bytes(), "baking");
     let progress = |n: u64| bar.inc(n);
-    let result = bake_model_dir(&args.base, &inputs, &args.output, &progress);
+    let result = bake_model(&layout, &inputs, &args.output, &progress);
     bar.finish_and_clear();
     let changed = result.context("baking")?;
     if args.json {
@@ -170,6 +179,7 @@ fn run_safetensors(args: &BakeArgs, weights: &[f64]) -> Result<()> {
                 "base": args.base.display().to_string(),
                 "adapters": args.adapters.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
                 "weights": weights,
+                "layout": describe(&layout),
                 "output": args.output.display().to_string(),
                 "tensors": changed,
             }))?
@@ -177,10 +187,11 @@ fn run_safetensors(args: &BakeArgs, weights: &[f64]) -> Result<()> {
         return Ok(());
     }
     println!(
-        "baked {} adapter(s) into {} tensors of {}; copied the rest and the other files unchanged; wrote {}",
+        "baked {} adapter(s) into {} tensors of {} ({}); copied the rest and the other files unchanged; wrote {}",
         args.adapters.len(),
         changed.len(),
         args.base.display(),
+        describe(&layout),
         args.output.display()
     );
     Ok(())

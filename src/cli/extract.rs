@@ -8,9 +8,9 @@ use super::adapter_io::{save_output, write_output, GgufTarget, SaveOp};
 use super::convert::{parse_dtype, parse_format};
 use super::progress::bytes_bar;
 use crate::adapter::Format;
-use crate::io::TensorStore;
 use crate::linalg::RankRule;
 use crate::ops::extract::{extract, EmbeddingMode, ExtractOptions};
+use crate::ops::model_layout::{LayoutKind, ModelLayout};
 use crate::tensor::DType;
 
 #[allow(clippy::enum_variant_names)]
@@ -36,10 +36,12 @@ pub enum Embeddings {
 
 #[derive(Args)]
 pub struct ExtractArgs {
-    /// The base model (directory, model.safetensors or index).
+    /// The base model: a Hugging Face model directory (or its model.safetensors or index), a
+    /// diffusers pipeline directory, or a single-file SD1.5/SDXL checkpoint.
     #[arg(long)]
     pub base: PathBuf,
-    /// The fine-tuned model, same architecture.
+    /// The fine-tuned model, same architecture (any of the --base layouts; tensors are paired
+    /// by their canonical names).
     #[arg(long)]
     pub tuned: PathBuf,
     /// Rank of every module; with --method, the largest rank allowed.
@@ -63,9 +65,10 @@ pub struct ExtractArgs {
     /// Output adapter.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Output format (peft by default; kohya for Stable Diffusion models).
-    #[arg(long, value_parser = parse_format, default_value = "peft")]
-    pub to: Format,
+    /// Output format. Default: peft for a Hugging Face model, diffusers for a diffusers pipeline,
+    /// kohya for a single-file SD checkpoint.
+    #[arg(long, value_parser = parse_format)]
+    pub to: Option<Format>,
     /// Factor dtype (default f32).
     #[arg(long, value_parser = parse_dtype)]
     pub dtype: Option<DType>,
@@ -94,10 +97,15 @@ pub fn run(args: ExtractArgs) -> Result<()> {
     if !(args.min_diff.is_finite() && args.min_diff >= 0.0) {
         bail!("--min-diff must be a non-negative number");
     }
-    let base = TensorStore::open(&args.base)
+    let base = ModelLayout::open(&args.base)
         .with_context(|| format!("reading the base model {}", args.base.display()))?;
-    let tuned = TensorStore::open(&args.tuned)
+    let tuned = ModelLayout::open(&args.tuned)
         .with_context(|| format!("reading the fine-tuned model {}", args.tuned.display()))?;
+    let to = args.to.unwrap_or(match base.kind {
+        LayoutKind::Pipeline if base.family.is_some() => Format::Diffusers,
+        LayoutKind::Checkpoint(_) => Format::Kohya,
+        _ => Format::Peft,
+    });
     let opts = ExtractOptions {
         rank: args.rank,
         rule,
@@ -111,16 +119,16 @@ pub fn run(args: ExtractArgs) -> Result<()> {
         dtype: args.dtype.unwrap_or(DType::F32),
         seed: args.seed,
     };
-    let bar = bytes_bar(tuned.total_file_bytes(), "extracting");
+    let bar = bytes_bar(tuned.primary_bytes(), "extracting");
     let progress = |n: u64| bar.inc(n);
     let result = extract(&base, &tuned, &opts, &progress);
     bar.finish_and_clear();
     let (adapter, report) = result.context("extracting")?;
-    let written = write_output(&adapter, args.to, &args.output, GgufTarget::default())?;
+    let written = write_output(&adapter, to, &args.output, GgufTarget::default())?;
     save_output(
         args.save.as_deref(),
         &args.output,
-        Some(args.to),
+        Some(to),
         SaveOp {
             operation: "extract",
             summary: format!(
@@ -176,7 +184,7 @@ pub fn run(args: ExtractArgs) -> Result<()> {
         report.unchanged,
         report.overall_rel_error,
         args.output.display(),
-        args.to,
+        to,
         super::fmt::human_bytes(written.bytes)
     );
     Ok(())

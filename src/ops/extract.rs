@@ -4,16 +4,19 @@
 //! full thin SVD. The factors carry `U_k·S_k` and `V_kᵀ` with alpha = rank (scale 1), so
 //! `B·A` is the best rank-k approximation of `Δ` the SVD found.
 //!
-//! Which tensors: 2-D `*.weight` (linear) and 4-D (conv) present in both models with the same
-//! shape. Token embeddings (`*embed_tokens.weight`) and `lm_head.weight` follow `embeddings`:
+//! Both models are [`ModelLayout`]s paired by canonical name, so a model directory, a diffusers
+//! pipeline and a single-file SD checkpoint can be on either side (SDXL text encoder 2's fused
+//! q/k/v weight gives three modules). Which tensors: 2-D `*.weight` (linear) and 4-D (conv)
+//! present in both models with the same shape; for SD models, only modules of loratool's SD
+//! table (what kohya and diffusers LoRA files can name). Token embeddings (`*embed_tokens.weight`) and `lm_head.weight` follow `embeddings`:
 //! a LoRA (embedding layout `(B·A)ᵀ`), the full tuned tensor (PEFT `modules_to_save`), or
 //! nothing. 1-D tensors (norms, biases) cannot be a LoRA: those that changed are reported.
 
 use crate::adapter::{Adapter, AdapterMeta, LayerKind, LoraLayer};
 use crate::error::{Error, Result};
-use crate::io::TensorStore;
 use crate::linalg::{exact_svd_dense, randomized_svd, select_rank, RankRule, RsvdParams, SvSplit};
-use crate::tensor::{DType, Tensor};
+use crate::ops::model_layout::ModelLayout;
+use crate::tensor::{decode_f32, DType, Tensor};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,8 +89,8 @@ fn is_embedding_like(name: &str) -> bool {
 
 /// Extract the difference `tuned − base` as an adapter.
 pub fn extract(
-    base: &TensorStore,
-    tuned: &TensorStore,
+    base: &ModelLayout,
+    tuned: &ModelLayout,
     opts: &ExtractOptions,
     module_done: &dyn Fn(u64),
 ) -> Result<(Adapter, ExtractReport)> {
@@ -98,50 +101,47 @@ pub fn extract(
     let mut full = BTreeMap::new();
     let mut report = ExtractReport::default();
     let (mut total_sq, mut tail_sq) = (0f64, 0f64);
-    for name in tuned.names() {
-        let Some(tinfo) = tuned.info(name) else {
+    for logical in base.logical_tensors() {
+        let name = logical.canonical.as_str();
+        let bloc = &logical.location;
+        let Ok(tloc) = tuned.locate(name) else {
             continue;
         };
-        let Some(binfo) = base.info(name) else {
+        let (Some(shape), Some(tshape)) = (base.shape(bloc), tuned.shape(&tloc)) else {
             continue;
         };
-        if tinfo.shape != binfo.shape {
+        if tshape != shape {
             return Err(Error::Invalid(format!(
-                "{name}: shape {:?} in the fine-tune, {:?} in the base (different architectures?)",
-                tinfo.shape, binfo.shape
+                "{name}: shape {tshape:?} in the fine-tune, {shape:?} in the base (different architectures?)"
             )));
         }
-        let (tt, bt) = (tuned.tensor(name)?, base.tensor(name)?);
+        let (tt, tr) = tuned.tensor(&tloc)?;
+        let (bt, br) = base.tensor(bloc)?;
+        let (tb, bb) = (&tt.bytes()[tr], &bt.bytes()[br]);
+        let byte_len = tb.len() as u64;
         // identical bytes (most tensors of a LoRA-style fine-tune): no f32 copies at all
-        if tinfo.dtype == binfo.dtype && tt.bytes() == bt.bytes() {
-            if let Some(f) = tuned.file_of(name) {
-                f.release(name);
-            }
-            if let Some(f) = base.file_of(name) {
-                f.release(name);
-            }
-            module_done(tinfo.byte_len() as u64);
+        if tt.dtype() == bt.dtype() && tb == bb {
+            tuned.release(&tloc);
+            base.release(bloc);
+            module_done(byte_len);
             report.unchanged += 1;
             continue;
         }
-        let t = tt.to_f32();
-        let b = bt.to_f32();
+        let (mut t, mut b) = (Vec::new(), Vec::new());
+        decode_f32(tt.dtype(), tb, &mut t);
+        decode_f32(bt.dtype(), bb, &mut b);
         drop((tt, bt));
         let mut delta: Vec<f32> = t.iter().zip(&b).map(|(x, y)| x - y).collect();
-        if let Some(f) = tuned.file_of(name) {
-            f.release(name);
-        }
-        if let Some(f) = base.file_of(name) {
-            f.release(name);
-        }
-        module_done(tinfo.byte_len() as u64);
+        drop(b);
+        tuned.release(&tloc);
+        base.release(bloc);
+        module_done(byte_len);
         let max = delta.iter().fold(0f32, |m, x| m.max(x.abs()));
         if f64::from(max) <= opts.min_diff {
             report.unchanged += 1;
             continue;
         }
-        let shape = &tinfo.shape;
-        if shape.len() < 2 || !name.ends_with(".weight") {
+        if shape.len() < 2 || !name.ends_with(".weight") || !logical.lora_target {
             report.changed_not_lora.push(name.to_string());
             continue;
         }
@@ -231,7 +231,8 @@ pub fn extract(
         layers,
         full,
         meta: AdapterMeta {
-            base_model: Some(base.root().display().to_string()),
+            base_model: Some(base.path.display().to_string()),
+            family: base.family.map(str::to_string),
             ..Default::default()
         },
     };

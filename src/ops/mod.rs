@@ -9,5 +9,6 @@ pub mod extract;
 pub mod gguf_bake;
 pub mod gguf_quantize;
 pub mod merge;
+pub mod model_layout;
 pub mod resize;
 mod schedule;
