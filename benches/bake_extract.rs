@@ -8,9 +8,10 @@
 //! first use: about 2.1 GB and 4.2 GB of f16 safetensors, sharded at 1 GB), `LORATOOL_BENCH_RUNS`
 //! (default 3).
 //!
-//! Models: hidden 2048, 16 heads (4 KV), feed-forward 5632, vocabulary 32000, 16 and 32 blocks.
-//! Adapter: PEFT rank 16 on q/k/v/o of every block. Extract: the baked small model against its
-//! base at rank 16, randomized vs `--exact`.
+//! Models: hidden 2048, 16 heads (4 KV), feed-forward 5632, vocabulary 32000, 20 and 44 blocks.
+//! Adapter: PEFT rank 16 on q/k/v/o of every block. Extract: each baked model against its base
+//! at rank 16 (randomized), and `--exact` on the smaller pair; the overall relative error is
+//! read from `--json`.
 
 #[path = "common/llama_bench.rs"]
 mod llama_bench;
@@ -125,10 +126,10 @@ fn main() -> Res<()> {
         .unwrap_or(3);
     let bin = env!("CARGO_BIN_EXE_loratool");
     println!(
-        "{:<40} {:>9} {:>9} {:>11}",
-        "operation", "median s", "MB/s", "peak RSS"
+        "{:<40} {:>9} {:>9} {:>11} {:>9}",
+        "operation", "median s", "MB/s", "peak RSS", "rel err"
     );
-    for blocks in [16usize, 32] {
+    for blocks in [20usize, 44] {
         let model = root.join(format!("hf_llama_{blocks}"));
         if !model.join("model.safetensors.index.json").exists() {
             eprintln!("generating {}", model.display());
@@ -164,9 +165,12 @@ fn main() -> Res<()> {
                 Some(out.clone()),
             ),
         ];
-        if blocks == 16 {
-            for exact in [false, true] {
-                let x = root.join(format!("hf_extracted_{exact}"));
+        for exact in [false, true] {
+            if exact && blocks != 20 {
+                continue;
+            }
+            {
+                let x = root.join(format!("hf_extracted_{blocks}_{exact}"));
                 let mut args = vec![
                     bin.to_string(),
                     "extract".into(),
@@ -178,22 +182,24 @@ fn main() -> Res<()> {
                     "16".into(),
                     "-o".into(),
                     x.to_string_lossy().into_owned(),
+                    "--json".into(),
                 ];
                 if exact {
                     args.push("--exact".into());
                 }
                 let name = if exact {
-                    "extract r16 --exact"
+                    format!("extract r16 --exact ({blocks} blocks)")
                 } else {
-                    "extract r16 (randomized)"
+                    format!("extract r16 randomized ({blocks} blocks)")
                 };
-                cases.push((name.into(), args, Some(x)));
+                cases.push((name, args, Some(x)));
             }
         }
         for (name, args, cleanup) in cases {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let mut secs = Vec::new();
             let mut rss: f64 = 0.0;
+            let mut err = String::new();
             for _ in 0..runs {
                 if let Some(p) = &cleanup {
                     let _ = std::fs::remove_dir_all(p);
@@ -202,13 +208,20 @@ fn main() -> Res<()> {
                 if name.starts_with("extract") && !out.exists() {
                     timed(&[bin, "bake", &m, &a, "-o", &o])?;
                 }
-                let (s, r) = timed(&args)?;
+                let (s, r, stdout) = timed_stdout(&args)?;
                 secs.push(s);
                 rss = rss.max(r);
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&stdout) {
+                    if let Some(e) = v.get("overall_rel_error").and_then(|e| e.as_f64()) {
+                        err = format!("{e:.1e}");
+                    }
+                }
             }
-            secs.sort_by(f64::total_cmp);
-            let t = secs[secs.len() / 2];
-            println!("{name:<40} {t:>9.2} {:>9.0} {rss:>7.0} MiB", mb / t);
+            let t = median(secs);
+            println!(
+                "{name:<40} {t:>9.2} {:>9.0} {rss:>7.0} MiB {err:>9}",
+                mb / t
+            );
         }
     }
     Ok(())

@@ -78,6 +78,11 @@ pub fn generate_adapter(dir: &Path, blocks: usize) -> Res<()> {
 
 /// Wall seconds and peak RSS (MiB) of one command, from /usr/bin/time.
 pub fn timed(args: &[&str]) -> Res<(f64, f64)> {
+    timed_stdout(args).map(|(s, r, _)| (s, r))
+}
+
+/// [`timed`], also returning the child's stdout.
+pub fn timed_stdout(args: &[&str]) -> Res<(f64, f64, String)> {
     let out = Command::new("/usr/bin/time")
         .args(["-f", "TIME %e %M"])
         .args(args)
@@ -94,7 +99,11 @@ pub fn timed(args: &[&str]) -> Res<(f64, f64)> {
     let mut it = line.split_whitespace().skip(1);
     let secs: f64 = it.next().ok_or("time")?.parse()?;
     let kib: f64 = it.next().ok_or("rss")?.parse()?;
-    Ok((secs, kib / 1024.0))
+    Ok((
+        secs,
+        kib / 1024.0,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
 }
 
 /// The median of a non-empty sample.

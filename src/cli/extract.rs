@@ -56,7 +56,7 @@ pub struct ExtractArgs {
     /// Skip weights whose largest absolute change is at most this.
     #[arg(long, default_value_t = 1e-6)]
     pub min_diff: f64,
-    /// A full thin SVD per module instead of the randomized one (slower; exact truncation).
+    /// A full thin SVD (in f64) per module instead of the randomized one (slower; exact truncation).
     #[arg(long)]
     pub exact: bool,
     /// What to do with token embeddings and lm_head.

@@ -25,7 +25,7 @@ pub use factored::{
 pub use layout::{all_finite, sum_squares};
 pub use low_rank::{LowRankSvd, SvSplit};
 pub use quantile::{clamp_factors, quantile_linear, quantile_linear_in_place};
-pub use randomized::{exact_svd_dense, randomized_svd, RsvdParams};
+pub use randomized::{exact_svd_dense, exact_svd_dense_f64, randomized_svd, RsvdParams};
 pub use rank_rules::{
     retention, select_rank, select_rank_kohya, RankRule, Retention, KOHYA_MIN_SV,
 };

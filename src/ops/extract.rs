@@ -1,7 +1,7 @@
 //! Extract a LoRA from a fine-tune: per weight, `Δ = W_tuned − W_base` in f32 (one module in
 //! memory at a time), skipped when `max |Δ| ≤ min_diff`, factorised by randomized SVD
 //! (`linalg::randomized_svd`: oversampling 10, 4 power iterations, seeded) or, with `exact`, a
-//! full thin SVD. The factors carry `U_k·S_k` and `V_kᵀ` with alpha = rank (scale 1), so
+//! full thin SVD in f64. The factors carry `U_k·S_k` and `V_kᵀ` with alpha = rank (scale 1), so
 //! `B·A` is the best rank-k approximation of `Δ` the SVD found.
 //!
 //! Both models are [`ModelLayout`]s paired by canonical name, so a model directory, a diffusers
@@ -14,7 +14,9 @@
 
 use crate::adapter::{Adapter, AdapterMeta, LayerKind, LoraLayer};
 use crate::error::{Error, Result};
-use crate::linalg::{exact_svd_dense, randomized_svd, select_rank, RankRule, RsvdParams, SvSplit};
+use crate::linalg::{
+    exact_svd_dense_f64, randomized_svd, select_rank, RankRule, RsvdParams, SvSplit,
+};
 use crate::ops::model_layout::ModelLayout;
 use crate::tensor::{decode_f32, DType, Tensor};
 use std::collections::BTreeMap;
@@ -175,7 +177,7 @@ pub fn extract(
         let norm_sq: f64 = delta.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
         let cap = opts.rank.min(m).min(cols);
         let svd = if opts.exact {
-            exact_svd_dense(&delta, m, cols)
+            exact_svd_dense_f64(&delta, m, cols)
         } else {
             randomized_svd(&delta, m, cols, cap, EXTRACT_RSVD, opts.seed)
         }
