@@ -7,18 +7,6 @@ use common::*;
 use loratool::io::SafetensorsFile;
 use std::path::Path;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn values(path: &Path, name: &str) -> Vec<f64> {
-    SafetensorsFile::open(path)
-        .unwrap()
-        .tensor(name)
-        .unwrap()
-        .to_f64()
-}
-
 #[test]
 fn bake_equals_peft_merge_and_unload() {
     let dir = tempdir();

@@ -12,18 +12,6 @@ use loratool::tensor::{DType, Tensor};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn values(path: &Path, name: &str) -> Vec<f64> {
-    SafetensorsFile::open(path)
-        .unwrap()
-        .tensor(name)
-        .unwrap()
-        .to_f64()
-}
-
 /// A kohya file with a few modules of the SD1.5 C3Lier fixture (fp16 factors as sd-scripts
 /// wrote them): a text-encoder linear, a 1×1-conv proj_in, a 3×3 conv at rank 2, a cross-attn key.
 fn sd15_subset(dir: &Path) -> PathBuf {

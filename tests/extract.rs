@@ -7,10 +7,6 @@ use common::*;
 use loratool::adapter::LayerKind;
 use std::path::Path;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn baked(dir: &Path, adapter: &str) -> std::path::PathBuf {
     let out = dir.join(format!("tuned-{}", adapter.replace('/', "_")));
     run_ok(&[

@@ -10,10 +10,6 @@ use loratool::io::SafetensorsFile;
 use std::path::Path;
 use std::process::Command;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn python_check(args: &[&str]) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/check_gguf_models.py");
     let o = Command::new("python3")

@@ -16,6 +16,20 @@ pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
 
+/// A path as a CLI argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// One tensor of a safetensors file, in f64.
+pub fn values(path: &Path, name: &str) -> Vec<f64> {
+    loratool::io::SafetensorsFile::open(path)
+        .expect("safetensors file")
+        .tensor(name)
+        .expect("tensor")
+        .to_f64()
+}
+
 /// Run the `loratool` binary.
 pub fn loratool(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_loratool"))
