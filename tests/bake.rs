@@ -339,3 +339,76 @@ fn modules_to_save_replace_the_base_tensor() {
     );
     assert!(!out.exists());
 }
+
+/// GPT-2-style `Conv1D` weights are stored `[in, out]`; with `fan_in_fan_out` PEFT adds
+/// `(s·B·A)ᵀ`, and DoRA normalises each output column.
+#[test]
+fn fan_in_fan_out_adds_the_transposed_delta() {
+    use loratool::tensor::DType;
+    let dir = tempdir();
+    let (inp, out, r) = (48usize, 80usize, 3usize);
+    let name = "transformer.h.0.attn.c_attn";
+    let base = dir.path().join("gpt2");
+    std::fs::create_dir_all(&base).unwrap();
+    write_st(
+        &base.join("model.safetensors"),
+        &[
+            (
+                format!("{name}.weight"),
+                pseudo(vec![inp, out], 1, DType::F32),
+            ),
+            (format!("{name}.bias"), pseudo(vec![out], 2, DType::F32)),
+        ],
+        &[("format", "pt")],
+    );
+    let w0 = values(&base.join("model.safetensors"), &format!("{name}.weight"));
+    for dora in [false, true] {
+        let a = dir.path().join(format!("fifo-{dora}"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::write(
+            a.join("adapter_config.json"),
+            format!(
+                r#"{{"peft_type": "LORA", "r": {r}, "lora_alpha": 6, "target_modules": ["c_attn"], "fan_in_fan_out": true, "use_dora": {dora}}}"#
+            ),
+        )
+        .unwrap();
+        let key = format!("base_model.model.{name}");
+        let mut tensors = vec![
+            (
+                format!("{key}.lora_A.weight"),
+                pseudo(vec![r, inp], 3, DType::F32),
+            ),
+            (
+                format!("{key}.lora_B.weight"),
+                pseudo(vec![out, r], 4, DType::F32),
+            ),
+        ];
+        if dora {
+            let m: Vec<f32> = (0..out).map(|j| 1.0 + 0.01 * j as f32).collect();
+            tensors.push((
+                format!("{key}.lora_magnitude_vector"),
+                loratool::tensor::Tensor::from_f32(vec![out], &m, DType::F32).unwrap(),
+            ));
+        }
+        write_st(&a.join("adapter_model.safetensors"), &tensors, &[]);
+        let layer = read_any(&a).layers[name].clone();
+        let d = dense_delta(&layer); // [out, in]
+        let mut want: Vec<f64> = (0..inp * out)
+            .map(|idx| w0[idx] + d[(idx % out) * inp + idx / out])
+            .collect();
+        if let Some(m) = &layer.magnitude {
+            for (j, mj) in m.to_f64().iter().enumerate() {
+                let n = (0..inp)
+                    .map(|i| want[i * out + j].powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                (0..inp).for_each(|i| want[i * out + j] *= mj / n);
+            }
+        }
+        let o = dir.path().join(format!("out-{dora}"));
+        run_ok(&["bake", s(&base), s(&a), "-o", s(&o)]);
+        let got = values(&o.join("model.safetensors"), &format!("{name}.weight"));
+        let e = rel_err(&want, &got);
+        assert!(e < 1e-6, "dora {dora}: {e:.2e}");
+    }
+}

@@ -132,6 +132,16 @@ impl ModelLayout {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
             ));
         }
+        if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| ["ckpt", "pt", "pth", "bin"].contains(&e))
+        {
+            return Err(Error::malformed(
+                path,
+                "a pickle checkpoint; loratool reads safetensors only (pickles can run code when loaded): convert it to .safetensors first",
+            ));
+        }
         let store = TensorStore::open_file(path)?;
         let family = checkpoint_family(path, &store)?;
         let kind = family.map_or(LayoutKind::File, LayoutKind::Checkpoint);
@@ -555,4 +565,83 @@ fn weight_sets(dir: &Path, rel: &Path) -> Result<(Vec<WeightSet>, Vec<PathBuf>)>
         .filter(|p| name_of(p).ends_with(".safetensors") && !in_sets.contains(p))
         .collect();
     Ok((sets, ignored))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{write_safetensors, PendingTensor};
+    use crate::tensor::DType;
+
+    fn write(path: &Path, names: &[&str]) {
+        let t = Tensor::from_f32(vec![2], &[1.0, 2.0], DType::F32).unwrap();
+        let pending: Vec<PendingTensor> = names
+            .iter()
+            .map(|n| PendingTensor::from_tensor(*n, &t))
+            .collect();
+        write_safetensors(path, &pending, None, &|_| {}).unwrap();
+    }
+
+    #[test]
+    fn weight_sets_prefer_the_index_then_variants_and_list_strays() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(&d.join("model-00001-of-00001.safetensors"), &["a"]);
+        std::fs::write(
+            d.join(INDEX_FILE),
+            r#"{"weight_map": {"a": "model-00001-of-00001.safetensors"}}"#,
+        )
+        .unwrap();
+        write(&d.join("model.safetensors"), &["stale"]);
+        write(&d.join("model.fp16.safetensors"), &["a"]);
+        write(&d.join("consolidated.safetensors"), &["other"]);
+        let (sets, ignored) = weight_sets(d, Path::new("")).unwrap();
+        let rels: Vec<String> = sets.iter().map(|s| s.rel.display().to_string()).collect();
+        assert_eq!(rels, [INDEX_FILE, "model.fp16.safetensors"]);
+        let ignored: Vec<String> = ignored
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(ignored, ["consolidated.safetensors", "model.safetensors"]);
+    }
+
+    #[test]
+    fn checkpoints_are_told_apart_by_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&[&str], Option<&str>); 4] = [
+            (&["model.diffusion_model.out.2.weight"], Some("sd15")),
+            (
+                &[
+                    "model.diffusion_model.out.2.weight",
+                    "conditioner.embedders.0.x",
+                ],
+                Some("sdxl"),
+            ),
+            (&["model.layers.0.weight"], None),
+            (
+                &[
+                    "model.diffusion_model.out.2.weight",
+                    "cond_stage_model.model.x",
+                ],
+                None,
+            ),
+        ];
+        for (i, (names, want)) in cases.iter().enumerate() {
+            let p = dir.path().join(format!("{i}.safetensors"));
+            write(&p, names);
+            match ModelLayout::open(&p) {
+                Ok(l) => assert_eq!(l.family, *want, "{names:?}"),
+                Err(e) => {
+                    assert!(want.is_none() && e.to_string().contains("SD 2.x"), "{e}")
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fused_rows_map_to_thirds() {
+        assert_eq!(fused_part("a.attn.in_proj#q"), Some(("a.attn.in_proj", 0)));
+        assert_eq!(fused_part("a.attn.in_proj#v"), Some(("a.attn.in_proj", 2)));
+        assert_eq!(fused_part("a.attn.out_proj"), None);
+    }
 }
