@@ -361,6 +361,7 @@ fn fan_in_fan_out_adds_the_transposed_delta() {
         ],
         &[("format", "pt")],
     );
+    std::fs::write(base.join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
     let w0 = values(&base.join("model.safetensors"), &format!("{name}.weight"));
     for dora in [false, true] {
         let a = dir.path().join(format!("fifo-{dora}"));
@@ -410,5 +411,30 @@ fn fan_in_fan_out_adds_the_transposed_delta() {
         let got = values(&o.join("model.safetensors"), &format!("{name}.weight"));
         let e = rel_err(&want, &got);
         assert!(e < 1e-6, "dora {dora}: {e:.2e}");
+        if !dora {
+            // extract knows GPT-2's Conv1D: a fan_in_fan_out adapter with PEFT's factor shapes
+            let x = dir.path().join("extracted");
+            run_ok(&[
+                "extract",
+                "--base",
+                s(&base),
+                "--tuned",
+                s(&o),
+                "--rank",
+                "3",
+                "-o",
+                s(&x),
+            ]);
+            let config: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(x.join("adapter_config.json")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(config["fan_in_fan_out"], true);
+            let got = read_any(&x).layers[name].clone();
+            assert_eq!(got.down.shape(), [3, inp]);
+            assert_eq!(got.up.shape(), [out, 3]);
+            let e = rel_err(&d, &dense_delta(&got));
+            assert!(e < 1e-4, "extract: {e:.2e}");
+        }
     }
 }

@@ -8,9 +8,12 @@
 //! pipeline and a single-file SD checkpoint can be on either side (SDXL text encoder 2's fused
 //! q/k/v weight gives three modules). Which tensors: 2-D `*.weight` (linear) and 4-D (conv)
 //! present in both models with the same shape; for SD models, only modules of loratool's SD
-//! table (what kohya and diffusers LoRA files can name). Token embeddings (`*embed_tokens.weight`) and `lm_head.weight` follow `embeddings`:
-//! a LoRA (embedding layout `(B·A)ᵀ`), the full tuned tensor (PEFT `modules_to_save`), or
-//! nothing. 1-D tensors (norms, biases) cannot be a LoRA: those that changed are reported.
+//! table (what kohya and diffusers LoRA files can name). Token and position embeddings
+//! (`*embed_tokens.weight`, GPT-2 `wte`/`wpe`) and `lm_head.weight` follow `embeddings`: a LoRA
+//! (embedding layout `(B·A)ᵀ`), the full tuned tensor (PEFT `modules_to_save`), or nothing.
+//! GPT-2's `Conv1D` projections (`[in, out]`) are factored transposed and the adapter marked
+//! `fan_in_fan_out`, as PEFT builds it for those models. 1-D tensors (norms, biases) cannot be a
+//! LoRA: those that changed are reported.
 
 use crate::adapter::{Adapter, AdapterMeta, LayerKind, LoraLayer};
 use crate::error::{Error, Result};
@@ -83,10 +86,27 @@ fn residual_sq(delta: &mut [f32], up: &[f32], down: &[f32], m: usize, k: usize, 
     crate::linalg::sum_squares(delta)
 }
 
-fn is_embedding_like(name: &str) -> bool {
+/// Token and position embeddings (`nn.Embedding`): llama-style and GPT-2 names.
+fn is_embedding(name: &str) -> bool {
     name.ends_with("embed_tokens.weight")
-        || name == "lm_head.weight"
-        || name.ends_with(".lm_head.weight")
+        || name.ends_with(".wte.weight")
+        || name.ends_with(".wpe.weight")
+}
+
+fn is_embedding_like(name: &str) -> bool {
+    is_embedding(name) || name == "lm_head.weight" || name.ends_with(".lm_head.weight")
+}
+
+/// transformers' `Conv1D` projections of GPT-2/GPT-1 blocks, stored `[in, out]`.
+fn is_conv1d(name: &str) -> bool {
+    [
+        ".c_attn.weight",
+        ".c_proj.weight",
+        ".c_fc.weight",
+        ".q_attn.weight",
+    ]
+    .iter()
+    .any(|s| name.ends_with(s))
 }
 
 /// Extract the difference `tuned − base` as an adapter.
@@ -103,6 +123,8 @@ pub fn extract(
     let mut full = BTreeMap::new();
     let mut report = ExtractReport::default();
     let (mut total_sq, mut tail_sq) = (0f64, 0f64);
+    let conv1d_model = base.uses_conv1d();
+    let mut fan_in_fan_out = false;
     for logical in base.logical_tensors() {
         let name = logical.canonical.as_str();
         let bloc = &logical.location;
@@ -160,11 +182,14 @@ pub fn extract(
             report.full.push(name.to_string());
             continue;
         }
-        let token_embedding = embed && name.ends_with("embed_tokens.weight");
+        let token_embedding = embed && is_embedding(name);
+        let conv1d = conv1d_model && shape.len() == 2 && is_conv1d(name);
+        fan_in_fan_out |= conv1d;
         let (mut m, n) = (shape[0], shape[1..].iter().product::<usize>());
         let mut cols = n;
-        if token_embedding {
-            // PEFT's embedding LoRA factors ΔEᵀ ([dim, num_embeddings]) as B·A
+        if token_embedding || conv1d {
+            // PEFT's embedding LoRA factors ΔEᵀ ([dim, num_embeddings]) as B·A, and a
+            // fan_in_fan_out LoRA the [out, in] transpose of a Conv1D's [in, out] delta
             let mut tr = vec![0f32; delta.len()];
             for i in 0..m {
                 for j in 0..n {
@@ -235,6 +260,7 @@ pub fn extract(
         meta: AdapterMeta {
             base_model: Some(base.path.display().to_string()),
             family: base.family.map(str::to_string),
+            fan_in_fan_out,
             ..Default::default()
         },
     };

@@ -293,6 +293,21 @@ impl ModelLayout {
             .join(", ")
     }
 
+    /// Whether the model stores its projections as transformers' `Conv1D` (`[in, out]`, PEFT's
+    /// `fan_in_fan_out`): GPT-2 and GPT-1, by `model_type` in `config.json`.
+    pub fn uses_conv1d(&self) -> bool {
+        if !matches!(self.kind, LayoutKind::ModelDir | LayoutKind::File) {
+            return false;
+        }
+        let Ok(text) = std::fs::read_to_string(self.root.join("config.json")) else {
+            return false;
+        };
+        serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("model_type")?.as_str().map(str::to_string))
+            .is_some_and(|t| t == "gpt2" || t == "openai-gpt")
+    }
+
     /// The stored tensor behind a location (primary weights).
     pub fn info(&self, loc: &Location) -> Option<&TensorInfo> {
         self.components
