@@ -75,6 +75,7 @@ fn generate_model(dir: &Path, blocks: usize) -> Res<()> {
                 let s = seed;
                 map.insert(name.clone(), serde_json::Value::String(file.clone()));
                 PendingTensor {
+                    written: None,
                     name,
                     dtype,
                     shape: shape.clone(),

@@ -77,6 +77,7 @@ fn generate_model(path: &Path) -> Res<()> {
         .into_iter()
         .enumerate()
         .map(|(i, (name, shape, dtype))| PendingGgufTensor {
+            written: None,
             name,
             dims: shape.iter().rev().map(|&d| d as u64).collect(),
             ggml_type: if dtype == DType::F16 { 1 } else { 0 },

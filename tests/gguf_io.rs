@@ -18,6 +18,7 @@ fn rewrite(src: &GgufFile, out: &Path) {
         .tensors
         .iter()
         .map(|(name, info)| PendingGgufTensor {
+            written: None,
             name: name.clone(),
             dims: info.dims.clone(),
             ggml_type: info.ggml_type,
@@ -98,12 +99,14 @@ fn custom_alignment_and_every_value_type_round_trip_and_gguf_py_agrees() {
     let b: Vec<u8> = (0..5 * 2).map(|i| (i * 3) as u8).collect();
     let pending = vec![
         PendingGgufTensor {
+            written: None,
             name: "a".into(),
             dims: vec![3, 4],
             ggml_type: 0,
             data: Box::new(|| Ok(Cow::Borrowed(&a[..]))),
         },
         PendingGgufTensor {
+            written: None,
             name: "b".into(),
             dims: vec![5],
             ggml_type: 1,
@@ -222,6 +225,7 @@ fn writer_refuses_what_llama_cpp_would_reject() {
     let out = dir.path().join("bad.gguf");
     let data = [0u8; 64];
     let t = |name: &str, dims: Vec<u64>, ty: u32| PendingGgufTensor {
+        written: None,
         name: name.into(),
         dims,
         ggml_type: ty,

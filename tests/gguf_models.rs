@@ -81,6 +81,7 @@ fn k_quant_model(path: &Path) {
         let t = pseudo(vec![n as usize], seed, loratool::tensor::DType::F32);
         let bytes = t.bytes().to_vec();
         PendingGgufTensor {
+            written: None,
             name: name.to_string(),
             dims,
             ggml_type: 0,

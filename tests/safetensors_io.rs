@@ -202,6 +202,7 @@ fn failed_write_leaves_no_output_and_no_temp_file() {
     let pending = vec![
         PendingTensor::from_tensor("a", &good),
         PendingTensor {
+            written: None,
             name: "b".into(),
             dtype: DType::F32,
             shape: vec![2],
@@ -223,6 +224,7 @@ fn failed_write_leaves_no_output_and_no_temp_file() {
 
     // a producer that returns the wrong byte count is caught too
     let short = vec![PendingTensor {
+        written: None,
         name: "c".into(),
         dtype: DType::F32,
         shape: vec![4],

@@ -7,22 +7,11 @@ use std::path::PathBuf;
 use super::adapter_io::{save_output, write_output, GgufTarget, SaveOp};
 use super::convert::{parse_dtype, parse_format};
 use super::progress::bytes_bar;
+use super::resize::{rank_rule, Method};
 use crate::adapter::Format;
-use crate::linalg::RankRule;
 use crate::ops::extract::{extract, EmbeddingMode, ExtractOptions};
 use crate::ops::model_layout::{LayoutKind, ModelLayout};
 use crate::tensor::DType;
-
-#[allow(clippy::enum_variant_names)]
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Method {
-    #[value(name = "sv_ratio", alias = "sv-ratio")]
-    SvRatio,
-    #[value(name = "sv_fro", alias = "sv-fro")]
-    SvFro,
-    #[value(name = "sv_cumulative", alias = "sv-cumulative")]
-    SvCumulative,
-}
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Embeddings {
@@ -85,15 +74,7 @@ pub struct ExtractArgs {
 }
 
 pub fn run(args: ExtractArgs) -> Result<()> {
-    let rule = match (args.method, args.param) {
-        (None, _) => RankRule::Fixed,
-        (Some(m), Some(p)) if p.is_finite() && p > 0.0 => match m {
-            Method::SvRatio => RankRule::SvRatio(p),
-            Method::SvFro => RankRule::SvFro(p),
-            Method::SvCumulative => RankRule::SvCumulative(p),
-        },
-        (Some(_), p) => bail!("--param must be a positive number, got {p:?}"),
-    };
+    let rule = rank_rule(args.method, args.param)?;
     if !(args.min_diff.is_finite() && args.min_diff >= 0.0) {
         bail!("--min-diff must be a non-negative number");
     }
@@ -154,13 +135,7 @@ pub fn run(args: ExtractArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    let width = report
-        .modules
-        .iter()
-        .map(|m| m.path.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
+    let width = super::fmt::column_width(report.modules.iter().map(|m| m.path.as_str()), 6);
     println!("{:<width$}  {:>4}  {:>9}", "module", "rank", "fro kept");
     for m in &report.modules {
         println!(

@@ -32,3 +32,8 @@ pub fn trim_float(x: f64) -> String {
     let s = s.trim_end_matches('0').trim_end_matches('.');
     s.to_string()
 }
+
+/// Width of a table's first column: its longest entry, at least the header's `min`.
+pub fn column_width<'a>(entries: impl Iterator<Item = &'a str>, min: usize) -> usize {
+    entries.map(str::len).max().unwrap_or(min).max(min)
+}

@@ -333,12 +333,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
 }
 
 fn print_table(modules: &[ModuleMerge]) {
-    let width = modules
-        .iter()
-        .map(|m| m.path.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
+    let width = super::fmt::column_width(modules.iter().map(|m| m.path.as_str()), 6);
     println!(
         "{:<width$}  {:>6} {:>4}  {:>9}",
         "module", "inputs", "rank", "fro kept"

@@ -118,12 +118,7 @@ pub fn list(args: ListArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let width = shown
-        .iter()
-        .map(|e| e.reference.len())
-        .max()
-        .unwrap_or(9)
-        .max(9);
+    let width = super::fmt::column_width(shown.iter().map(|e| e.reference.as_str()), 9);
     println!(
         "{:<width$}  {:<12}  {:<9}  {:<8}  {:>9}  BASE MODEL",
         "REFERENCE", "DIGEST", "FORMAT", "RANKS", "SIZE"

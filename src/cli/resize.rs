@@ -121,8 +121,9 @@ struct Report<'a> {
     summary: Summary,
 }
 
-pub fn run(args: ResizeArgs) -> Result<()> {
-    let rule = match (args.method, args.param) {
+/// The rank rule of `--method` and `--param` (shared with extract).
+pub(super) fn rank_rule(method: Option<Method>, param: Option<f64>) -> Result<RankRule> {
+    Ok(match (method, param) {
         (None, _) => RankRule::Fixed,
         (Some(m), Some(p)) => {
             if !(p.is_finite() && p > 0.0) {
@@ -135,7 +136,11 @@ pub fn run(args: ResizeArgs) -> Result<()> {
             }
         }
         (Some(_), None) => bail!("--method needs --param"),
-    };
+    })
+}
+
+pub fn run(args: ResizeArgs) -> Result<()> {
+    let rule = rank_rule(args.method, args.param)?;
     let base = load_base(args.base.as_deref())?;
     let (adapter, source) =
         read_input_traced(&args.input, args.from, args.skip_unknown, base.as_ref())?;
@@ -226,12 +231,7 @@ pub fn run(args: ResizeArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
-    let width = modules
-        .iter()
-        .map(|m| m.path.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
+    let width = super::fmt::column_width(modules.iter().map(|m| m.path.as_str()), 6);
     println!(
         "{:<width$}  {:>4} {:>4}  {:>9}  {:>9}",
         "module", "old", "new", "fro kept", "rel err"

@@ -107,6 +107,20 @@ impl SafetensorsFile {
         .map_err(|e| Error::bad_tensor(&self.path, name, e.to_string()))
     }
 
+    /// One tensor's bytes, borrowed from the mapping.
+    pub fn tensor_bytes(&self, name: &str) -> Result<&[u8]> {
+        let info = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| Error::bad_tensor(&self.path, name, "no such tensor in this file"))?;
+        let map = self
+            .map
+            .as_ref()
+            .ok_or_else(|| Error::malformed(&self.path, "file is not mapped"))?;
+        map.get(info.start..info.start + info.byte_len())
+            .ok_or_else(|| Error::bad_tensor(&self.path, name, "data outside the file"))
+    }
+
     /// Drop one tensor's pages from memory once it has been consumed (best effort), so streaming
     /// through a large model keeps about one tensor resident.
     pub fn release(&self, name: &str) {

@@ -23,7 +23,13 @@ pub struct PendingTensor<'a> {
     pub dtype: DType,
     pub shape: Vec<usize>,
     pub data: Producer<'a>,
+    /// Called once the bytes are written: lets a source mapped from disk drop its pages, so the
+    /// bytes can be lent from the map instead of copied.
+    pub written: Option<Written<'a>>,
 }
+
+/// See [`PendingTensor::written`].
+pub type Written<'a> = Box<dyn Fn() + Send + Sync + 'a>;
 
 impl<'a> PendingTensor<'a> {
     /// A tensor that is already in memory (or mapped).
@@ -33,6 +39,7 @@ impl<'a> PendingTensor<'a> {
             dtype: tensor.dtype(),
             shape: tensor.shape().to_vec(),
             data: Box::new(move || Ok(Cow::Borrowed(tensor.bytes()))),
+            written: None,
         }
     }
 
@@ -165,7 +172,12 @@ pub fn write_safetensors(
             }
             hasher.update(&bytes);
             w.write_all(&bytes).map_err(|e| Error::io(path, e))?;
-            progress(bytes.len() as u64);
+            let bytes_len = bytes.len() as u64;
+            drop(bytes);
+            if let Some(done) = &t.written {
+                done();
+            }
+            progress(bytes_len);
         }
         Ok(WriteReport {
             bytes: layout.header.len() as u64 + layout.data_len,

@@ -177,12 +177,9 @@ pub fn bake_gguf(
                 name: name.clone(),
                 dims: t.dims.clone(),
                 ggml_type: t.ggml_type,
-                data: Box::new(move || {
-                    // an owned copy, so the base's pages can go now: RSS stays near one tensor
-                    let bytes = base.tensor_bytes(name)?.to_vec();
-                    base.release(name);
-                    Ok(Cow::Owned(bytes))
-                }),
+                data: Box::new(move || base.tensor_bytes(name).map(Cow::Borrowed)),
+                // the base's pages go once written: RSS stays near one tensor
+                written: Some(Box::new(move || base.release(name))),
             });
             continue;
         };
@@ -218,6 +215,7 @@ pub fn bake_gguf(
                 add_deltas(&mut w, cols, deltas);
                 quantize(to, &w, cols).map(Cow::Owned)
             }),
+            written: None,
         });
     }
     write_gguf(out, &kv, &pending, progress)?;

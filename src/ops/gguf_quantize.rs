@@ -249,14 +249,13 @@ pub fn quantize_gguf(
             ggml_type,
             data: Box::new(move || {
                 let src = file.tensor_bytes(name)?;
-                let out = match (to, from) {
-                    (Some(to), Some(from)) => transcode(src, from, to, row)?,
-                    _ => src.to_vec(),
-                };
-                // an owned copy, so the input's pages can go now: RSS stays near one tensor
-                file.release(name);
-                Ok(Cow::Owned(out))
+                Ok(match (to, from) {
+                    (Some(to), Some(from)) => Cow::Owned(transcode(src, from, to, row)?),
+                    _ => Cow::Borrowed(src),
+                })
             }),
+            // the input's pages go once written: RSS stays near one tensor
+            written: Some(Box::new(move || file.release(name))),
         });
     }
     write_gguf(out, &kv, &pending, progress)?;

@@ -245,6 +245,7 @@ pub fn write(
     let tensors: Vec<PendingGgufTensor<'_>> = planned
         .iter()
         .map(|p| PendingGgufTensor {
+            written: None,
             name: p.name.clone(),
             dims: vec![p.shape[1] as u64, p.shape[0] as u64],
             ggml_type: p.ty.ggml_type(),

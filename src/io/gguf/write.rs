@@ -18,6 +18,8 @@ pub struct PendingGgufTensor<'a> {
     pub dims: Vec<u64>,
     pub ggml_type: u32,
     pub data: Box<dyn Fn() -> Result<Cow<'a, [u8]>> + Send + Sync + 'a>,
+    /// Called once the bytes are written (see [`crate::io::safetensors_write::PendingTensor`]).
+    pub written: Option<crate::io::safetensors_write::Written<'a>>,
 }
 
 fn put_string(out: &mut Vec<u8>, s: &str) {
@@ -156,6 +158,10 @@ pub fn write_gguf(
                 )));
             }
             w.write_all(&bytes).map_err(|e| Error::io(path, e))?;
+            drop(bytes);
+            if let Some(done) = &t.written {
+                done();
+            }
             let pad = (pad_to(size, alignment) - size) as usize;
             w.write_all(&zeros[..pad]).map_err(|e| Error::io(path, e))?;
             progress(size);

@@ -17,7 +17,7 @@ use crate::adapter::{Adapter, LayerKind, LoraLayer};
 use crate::error::{Error, Result};
 use crate::io::{write_safetensors, PendingTensor};
 use crate::ops::model_layout::{LayoutKind, Location, ModelLayout};
-use crate::tensor::Tensor;
+use crate::tensor::encode_f32;
 use edit::{apply_edits, Edit};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -366,25 +366,28 @@ fn write_file(
             dtype,
             shape: shape.clone(),
             data: Box::new(move || {
-                let t = file.tensor(name)?;
-                let out = match tensor_edits {
-                    None => t.bytes().to_vec(),
-                    Some(es) => {
-                        let mut w = t.to_f32();
-                        apply_edits(&mut w, shape.first().copied().unwrap_or(1), es);
-                        if w.iter().any(|x| !x.is_finite()) {
-                            return Err(Error::bad_tensor(
-                                file.path(),
-                                name,
-                                "the baked weight has non-finite values",
-                            ));
-                        }
-                        Tensor::from_f32(shape.clone(), &w, dtype)?.bytes().to_vec()
-                    }
+                let Some(es) = tensor_edits else {
+                    return file.tensor_bytes(name).map(Cow::Borrowed);
                 };
-                file.release(name);
-                Ok(Cow::Owned(out))
+                let mut w = file.tensor(name)?.to_f32();
+                apply_edits(&mut w, shape.first().copied().unwrap_or(1), es);
+                if w.iter().any(|x| !x.is_finite()) {
+                    return Err(Error::bad_tensor(
+                        file.path(),
+                        name,
+                        "the baked weight has non-finite values",
+                    ));
+                }
+                encode_f32(dtype, &w).map(Cow::Owned).ok_or_else(|| {
+                    Error::bad_tensor(
+                        file.path(),
+                        name,
+                        format!("cannot write {dtype} from floats"),
+                    )
+                })
             }),
+            // the input's pages go once written: RSS stays near one tensor
+            written: Some(Box::new(move || file.release(name))),
         });
     }
     let md = file.metadata();
@@ -423,7 +426,7 @@ fn copy_tree(
     Ok(())
 }
 
-/// For callers that only need to know how a base will be read.
+/// How a base was read, for reports: the layout, and a pipeline's components.
 pub fn describe(layout: &ModelLayout) -> String {
     let comps: Vec<String> = layout
         .components
