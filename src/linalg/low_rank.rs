@@ -66,6 +66,38 @@ impl LowRankSvd {
         self.vt.truncate(rank * self.n);
     }
 
+    /// Gives every singular pair the sign that makes the largest-magnitude entry of its left
+    /// vector positive (the first such entry on ties), as scikit-learn's `svd_flip` does.
+    ///
+    /// Why: `(uⱼ, vⱼ)` and `(−uⱼ, −vⱼ)` are equally valid, and which one an SVD returns depends
+    /// on its algorithm and even its instruction set; a fixed rule makes the factors the same
+    /// whichever kernel computed them (it matters where values are used on their own, e.g. the
+    /// quantile clamp of kohya's svd merge).
+    pub fn canonicalize_signs(&mut self) {
+        let k = self.rank();
+        if k == 0 {
+            return;
+        }
+        for j in 0..k {
+            let mut best = 0f32;
+            for row in self.u.chunks_exact(k) {
+                if row[j].abs() > best.abs() {
+                    best = row[j];
+                }
+            }
+            if best < 0.0 {
+                for row in self.u.chunks_exact_mut(k) {
+                    row[j] = -row[j];
+                }
+                if self.n > 0 {
+                    for x in &mut self.vt[j * self.n..(j + 1) * self.n] {
+                        *x = -*x;
+                    }
+                }
+            }
+        }
+    }
+
     /// `‖M‖_F² = Σ σᵢ²`.
     pub fn frob_norm_sq(&self) -> f64 {
         self.s.iter().map(|x| x * x).sum()
@@ -184,6 +216,24 @@ mod tests {
         assert_eq!(down.len(), 16);
         assert_eq!(&up[0..4], &[3.0, 0.0, 0.0, 0.0]);
         assert!(down[12..].iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn canonical_signs_make_the_largest_left_entry_positive_and_keep_the_product() {
+        // u columns (0.6, -0.8) and (0.8, 0.6); the first flips, the second stays
+        let mut svd = LowRankSvd {
+            u: vec![0.6, 0.8, -0.8, 0.6],
+            s: vec![2.0, 1.0],
+            vt: vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+            m: 2,
+            n: 3,
+        };
+        svd.canonicalize_signs();
+        assert_eq!(svd.u, vec![-0.6, 0.8, 0.8, 0.6]);
+        assert_eq!(svd.vt, vec![-1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
+        let again = svd.clone();
+        svd.canonicalize_signs();
+        assert_eq!(svd, again, "idempotent");
     }
 
     #[test]

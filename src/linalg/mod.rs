@@ -13,6 +13,8 @@
 //! LoRA is handled by the caller as `down` reshaped to `r × (in·kh·kw)` and `up` to `out × r`.
 
 mod factored;
+mod gram_svd;
+mod kernels;
 mod layout;
 mod low_rank;
 mod quantile;
@@ -20,8 +22,10 @@ mod randomized;
 mod rank_rules;
 
 pub use factored::{
-    factored_svd, factored_svd_keeping, weighted_sum_svd, weighted_sum_svd_keeping, WeightedTerm,
+    factored_svd, factored_svd_filled, factored_svd_keeping, weighted_sum_svd,
+    weighted_sum_svd_keeping, WeightedTerm,
 };
+pub use kernels::add_low_rank;
 pub use layout::{all_finite, sum_squares};
 pub use low_rank::{LowRankSvd, SvSplit};
 pub use quantile::{clamp_factors, quantile_linear, quantile_linear_in_place};
