@@ -16,6 +16,7 @@ mod edit;
 use crate::adapter::{Adapter, LayerKind, LoraLayer};
 use crate::error::{Error, Result};
 use crate::io::{write_safetensors, PendingTensor};
+use crate::linalg::all_finite;
 use crate::ops::model_layout::{LayoutKind, Location, ModelLayout};
 use crate::tensor::encode_f32;
 use edit::{apply_edits, Edit};
@@ -371,7 +372,7 @@ fn write_file(
                 };
                 let mut w = file.tensor(name)?.to_f32();
                 apply_edits(&mut w, shape.first().copied().unwrap_or(1), es);
-                if w.iter().any(|x| !x.is_finite()) {
+                if !all_finite(&w) {
                     return Err(Error::bad_tensor(
                         file.path(),
                         name,
@@ -388,6 +389,12 @@ fn write_file(
             }),
             // the input's pages go once written: RSS stays near one tensor
             written: Some(Box::new(move || file.release(name))),
+            // untouched bytes are copied file to file by the kernel
+            source: if tensor_edits.is_none() {
+                file.span(name)
+            } else {
+                None
+            },
         });
     }
     let md = file.metadata();
