@@ -28,8 +28,10 @@
 
 use super::kernels::{gram_cols, gram_rows, mul_cols, mul_rows, Isa, PaddedMatrix};
 use super::low_rank::LowRankSvd;
+use super::sym_eig::SymEig;
 use crate::error::{Error, Result};
 use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure};
 use faer::{Accum, Mat, MatRef, Par};
 
 /// Smallest Cholesky pivot, as a fraction of its column's squared norm, the f32-accumulated
@@ -52,8 +54,10 @@ pub(crate) struct GramCore {
     l: Mat<f64>,
     /// `G_A`, r × r.
     ga: Mat<f64>,
-    /// Eigenvectors of `M`, columns in order of decreasing eigenvalue.
-    uc: Mat<f64>,
+    /// `M = Lᵀ·G_A·L` (lower triangle), for the full eigendecomposition if the partial one fails.
+    mm: Mat<f64>,
+    /// `M`'s tridiagonal form and eigenvalues.
+    eig: SymEig,
     /// Singular values, descending.
     s: Vec<f64>,
     isa: Isa,
@@ -72,36 +76,43 @@ impl GramCore {
         };
         let ga_flat = gram_rows(a, isa);
         let ga = Mat::<f64>::from_fn(r, r, |i, j| ga_flat[i * r + j]);
-        // M = Lᵀ·G_A·L
+        // M = Lᵀ·G_A·L (lower triangle), using L's triangle
         let mut t = Mat::<f64>::zeros(r, r);
-        matmul(
+        tri_matmul(
             t.as_mut(),
+            BlockStructure::Rectangular,
             Accum::Replace,
             ga.as_ref(),
+            BlockStructure::Rectangular,
             l.as_ref(),
+            BlockStructure::TriangularLower,
             1.0,
             Par::Seq,
         );
         let mut mm = Mat::<f64>::zeros(r, r);
-        matmul(
+        tri_matmul(
             mm.as_mut(),
+            BlockStructure::TriangularLower,
             Accum::Replace,
             l.transpose(),
+            BlockStructure::TriangularUpper,
             t.as_ref(),
+            BlockStructure::Rectangular,
             1.0,
             Par::Seq,
         );
-        let evd = mm.self_adjoint_eigen(faer::Side::Lower).map_err(|e| {
-            Error::Invalid(format!(
-                "eigendecomposition of the {r}×{r} core did not converge: {e:?}"
-            ))
+        let eig = SymEig::new(mm.as_ref()).ok_or_else(|| {
+            Error::Invalid(format!("eigenvalues of the {r}×{r} core did not converge"))
         })?;
-        let values = evd.S().column_vector();
-        let vectors = evd.U();
-        // faer sorts eigenvalues ascending; singular values are wanted descending
-        let s: Vec<f64> = (0..r).rev().map(|i| values[i].max(0.0).sqrt()).collect();
-        let uc = Mat::<f64>::from_fn(r, r, |i, j| vectors[(i, r - 1 - j)]);
-        Ok(Some(GramCore { l, ga, uc, s, isa }))
+        let s: Vec<f64> = eig.values().iter().map(|&v| v.max(0.0).sqrt()).collect();
+        Ok(Some(GramCore {
+            l,
+            ga,
+            mm,
+            eig,
+            s,
+            isa,
+        }))
     }
 
     /// All `r` singular values of the product, descending.
@@ -127,13 +138,23 @@ impl GramCore {
         if !(s0 > 0.0 && sk > SIGMA_MIN * s0) {
             return None;
         }
+        // the eigenvectors of M for the kept values
+        let uc = match self.eig.leading_vectors(k) {
+            Some(uc) => uc,
+            None => {
+                let evd = self.mm.self_adjoint_eigen(faer::Side::Lower).ok()?;
+                let v = evd.U();
+                // ascending order there
+                Mat::<f64>::from_fn(r, k, |i, j| v[(i, r - 1 - j)])
+            }
+        };
         // Y = L·U_c,k·S⁻¹ (r × k), P = G_A·Y·S⁻¹ (r × k)
         let mut y = Mat::<f64>::zeros(r, k);
         matmul(
             y.as_mut(),
             Accum::Replace,
             self.l.as_ref(),
-            self.uc.as_ref().subcols(0, k),
+            uc.as_ref(),
             1.0,
             Par::Seq,
         );

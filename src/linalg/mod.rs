@@ -20,10 +20,11 @@ mod low_rank;
 mod quantile;
 mod randomized;
 mod rank_rules;
+mod sym_eig;
 
 pub use factored::{
     factored_svd, factored_svd_filled, factored_svd_keeping, weighted_sum_svd,
-    weighted_sum_svd_keeping, WeightedTerm,
+    weighted_sum_svd_filled, weighted_sum_svd_keeping, FillFactor, FilledTerm, WeightedTerm,
 };
 pub use kernels::add_low_rank;
 pub use layout::{all_finite, sum_squares};
