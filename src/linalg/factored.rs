@@ -223,6 +223,66 @@ pub fn weighted_sum_svd_keeping(
     svd_of_product(&b, &a, keep)
 }
 
+/// One term of [`weighted_sum_svd_filled`]: `weight · up · down` (rank `rank`), its factors
+/// written by callbacks straight into the kernels' buffers. `up(buf, stride, weight)` writes
+/// `weight · up` (`m × rank`, the product taken in f64 and rounded once to f32) row-major with
+/// rows `stride` apart, `down(buf, stride, 1.0)` the `rank × n` factor likewise; either may
+/// refuse the values (e.g. non-finite ones) with an error.
+pub struct FilledTerm<'a> {
+    pub weight: f64,
+    pub rank: usize,
+    pub up: &'a FillFactor<'a>,
+    pub down: &'a FillFactor<'a>,
+}
+
+/// See [`FilledTerm`].
+pub type FillFactor<'a> = dyn Fn(&mut [f32], usize, f64) -> Result<()> + 'a;
+
+/// [`weighted_sum_svd_keeping`] with the factors decoded by the caller directly into the
+/// concatenated buffers (no intermediate copy), weights applied as they are written.
+pub fn weighted_sum_svd_filled(
+    terms: &[FilledTerm<'_>],
+    m: usize,
+    n: usize,
+    keep: impl FnOnce(&[f64]) -> Result<usize>,
+) -> Result<(LowRankSvd, Vec<f64>)> {
+    let mut total_rank = 0usize;
+    for (i, t) in terms.iter().enumerate() {
+        if !t.weight.is_finite() {
+            return Err(Error::Invalid(format!(
+                "term {i}: weight {} is not finite",
+                t.weight
+            )));
+        }
+        total_rank = total_rank
+            .checked_add(t.rank)
+            .ok_or_else(|| Error::Invalid("sum of term ranks overflows usize".into()))?;
+    }
+    element_count("concatenated up", m, total_rank)?;
+    element_count("concatenated down", total_rank, n)?;
+    if m == 0 || n == 0 || total_rank == 0 {
+        return Ok((LowRankSvd::empty(m, n), Vec::new()));
+    }
+    let mut b = PaddedMatrix::for_gram_cols(m, total_rank);
+    let mut a = PaddedMatrix::for_gram_rows(total_rank, n);
+    let mut offset = 0;
+    for t in terms {
+        if t.rank == 0 {
+            continue;
+        }
+        (t.up)(&mut b.data[offset..], b.stride, t.weight)?;
+        (t.down)(&mut a.data[offset * a.stride..], a.stride, 1.0)?;
+        offset += t.rank;
+    }
+    // the inputs are finite (the callbacks check): only a weight can overflow a factor
+    if !all_finite(&b.data) {
+        return Err(Error::Invalid(
+            "weighted up factors overflow float32 (weights too large)".into(),
+        ));
+    }
+    svd_of_product(&b, &a, keep)
+}
+
 /// The left basis of a [`ProductCore`]: Householder reflectors of `B`'s QR, or `B` itself.
 enum LeftBasis<'a> {
     Householder(faer::linalg::solvers::Qr<f32>),

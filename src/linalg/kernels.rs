@@ -506,14 +506,15 @@ pub(crate) fn mul_rows(y: &[f32], k: usize, x: &PaddedMatrix, isa: Isa) -> Padde
     let xs = &x.data[..r * np];
     let yt = yt.as_slice();
     let o = out.data.as_mut_slice();
-    dispatch!(isa, mul_rows_kernel, avx512: [8], avx2: [4], portable: [4],
+    dispatch!(isa, mul_rows_kernel, avx512: [8, 2], avx2: [4, 2], portable: [4, 1],
         (yt: &[f32], r: usize, xs: &[f32], np: usize, o: &mut [f32]));
     out
 }
 
-/// `Q` output rows × one vector of columns at a time, streaming the rows of X.
+/// `Q` output rows × `JV` vectors of columns at a time, streaming the rows of X (a last
+/// partial group of columns one vector at a time).
 #[inline(always)]
-unsafe fn mul_rows_kernel<V: Vf32, const Q: usize>(
+unsafe fn mul_rows_kernel<V: Vf32, const Q: usize, const JV: usize>(
     yt: &[f32],
     r: usize,
     x: &[f32],
@@ -521,9 +522,33 @@ unsafe fn mul_rows_kernel<V: Vf32, const Q: usize>(
     out: &mut [f32],
 ) {
     let kq = yt.len() / r.max(1);
+    let width = JV * V::N;
+    let wide = np - np % width;
     for l0 in (0..kq).step_by(Q) {
         let w = &yt[l0 * r..(l0 + Q) * r];
-        for c0 in (0..np).step_by(V::N) {
+        for c0 in (0..wide).step_by(width) {
+            let mut acc = [[V::zero(); JV]; Q];
+            for i in 0..r {
+                let mut xv = [V::zero(); JV];
+                for (j, v) in xv.iter_mut().enumerate() {
+                    let at = i * np + c0 + j * V::N;
+                    *v = V::load(&x[at..at + V::N]);
+                }
+                for t in 0..Q {
+                    let s = V::splat(w[t * r + i]);
+                    for j in 0..JV {
+                        acc[t][j] = V::fmadd(s, xv[j], acc[t][j]);
+                    }
+                }
+            }
+            for t in 0..Q {
+                for j in 0..JV {
+                    let at = (l0 + t) * np + c0 + j * V::N;
+                    acc[t][j].store(&mut out[at..at + V::N]);
+                }
+            }
+        }
+        for c0 in (wide..np).step_by(V::N) {
             let mut acc = [V::zero(); Q];
             for i in 0..r {
                 let xv = V::load(&x[i * np + c0..i * np + c0 + V::N]);
@@ -785,9 +810,7 @@ mod tests {
                     for i in 0..rows {
                         for j in 0..cols {
                             let terms: Vec<f64> = (0..r)
-                                .map(|k| {
-                                    f64::from(c * u[i * r + k]) * f64::from(v[k * cols + j])
-                                })
+                                .map(|k| f64::from(c * u[i * r + k]) * f64::from(v[k * cols + j]))
                                 .collect();
                             let want = f64::from(w0[i * cols + j]) + terms.iter().sum::<f64>();
                             let scale = f64::from(w0[i * cols + j]).abs()

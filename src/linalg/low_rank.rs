@@ -78,21 +78,30 @@ impl LowRankSvd {
         if k == 0 {
             return;
         }
-        for j in 0..k {
-            let mut best = 0f32;
-            for row in self.u.chunks_exact(k) {
-                if row[j].abs() > best.abs() {
-                    best = row[j];
+        // one pass over the row-major U: the entry of largest magnitude of every column
+        let mut best = vec![0f32; k];
+        for row in self.u.chunks_exact(k) {
+            for (b, &x) in best.iter_mut().zip(row) {
+                if x.abs() > b.abs() {
+                    *b = x;
                 }
             }
-            if best < 0.0 {
-                for row in self.u.chunks_exact_mut(k) {
-                    row[j] = -row[j];
+        }
+        let flip: Vec<bool> = best.iter().map(|&b| b < 0.0).collect();
+        if !flip.contains(&true) {
+            return;
+        }
+        for row in self.u.chunks_exact_mut(k) {
+            for (x, &f) in row.iter_mut().zip(&flip) {
+                if f {
+                    *x = -*x;
                 }
-                if self.n > 0 {
-                    for x in &mut self.vt[j * self.n..(j + 1) * self.n] {
-                        *x = -*x;
-                    }
+            }
+        }
+        if self.n > 0 {
+            for (row, &f) in self.vt.chunks_exact_mut(self.n).zip(&flip) {
+                if f {
+                    row.iter_mut().for_each(|x| *x = -*x);
                 }
             }
         }
