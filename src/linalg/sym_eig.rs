@@ -5,8 +5,8 @@
 //! Why not a full eigendecomposition: accumulating every rotation of the QR algorithm into an
 //! r × r eigenvector matrix costs several times the Householder tridiagonalisation; a merge of
 //! a rank-32 and a rank-64 adapter to rank 16 needs 16 of 96 vectors. Here: tridiagonalise
-//! (faer), all eigenvalues of the tridiagonal by the implicit QL method with Wilkinson shifts
-//! (O(r²), no vectors), the wanted eigenvectors of the tridiagonal by inverse iteration
+//! (faer), all eigenvalues of the tridiagonal by the root-free implicit QL method with
+//! Wilkinson shifts (O(r²), no vectors), the wanted eigenvectors of the tridiagonal by inverse iteration
 //! (O(r) per solve, re-orthogonalised within clusters of close eigenvalues, as LAPACK's
 //! `dstein` does), and one back-transformation of those vectors (O(r²k)).
 //!
@@ -25,9 +25,10 @@ use faer::{Conj, Mat, MatRef, Par};
 /// allows 30 per eigenvalue).
 const MAX_SWEEPS: usize = 60;
 
-/// Inverse-iteration solves per eigenvector (convergence is by the ratio of the eigenvalue gap
-/// to the shift error, which is at roundoff level here: one or two suffice).
-const SOLVES: usize = 3;
+/// Inverse-iteration solves per eigenvector (convergence is by the ratio of the shift error,
+/// at roundoff level here, to the eigenvalue gap: one or two suffice; the residual check
+/// catches the rest).
+const SOLVES: usize = 2;
 
 /// The tridiagonal form of a symmetric matrix and its eigenvalues.
 pub(crate) struct SymEig {
@@ -68,8 +69,18 @@ impl SymEig {
         let off: Vec<f64> = (0..n)
             .map(|i| if i + 1 < n { trid[(i + 1, i)] } else { 0.0 })
             .collect();
-        let mut values = diag.clone();
-        ql_eigenvalues(&mut values, &mut off.clone())?;
+        // the root-free QL works on squares: scale to norm ~1 by a power of two (exact) so
+        // they neither overflow nor underflow
+        let norm = diag.iter().chain(&off).fold(0f64, |m, x| m.max(x.abs()));
+        let unit = if norm > 0.0 && norm.is_finite() {
+            2f64.powi(-norm.log2().round() as i32)
+        } else {
+            1.0
+        };
+        let mut values: Vec<f64> = diag.iter().map(|x| x * unit).collect();
+        let mut squares: Vec<f64> = off.iter().map(|x| (x * unit) * (x * unit)).collect();
+        rational_ql_eigenvalues(&mut values, &mut squares)?;
+        values.iter_mut().for_each(|v| *v /= unit);
         values.sort_by(|x, y| y.total_cmp(x));
         Some(SymEig {
             n,
@@ -215,68 +226,78 @@ impl SymEig {
     }
 }
 
-/// All eigenvalues of the symmetric tridiagonal matrix with diagonal `d` and sub-diagonal `e`
-/// (`e[i]` couples `i` and `i + 1`; `e[n − 1]` is ignored), by the implicit QL method with
-/// Wilkinson shifts; the eigenvalues replace `d` (unordered), `e` is destroyed. `None` if an
-/// eigenvalue needs more than [`MAX_SWEEPS`] sweeps.
-fn ql_eigenvalues(d: &mut [f64], e: &mut [f64]) -> Option<()> {
+/// All eigenvalues of the symmetric tridiagonal matrix with diagonal `d` and squared
+/// sub-diagonal `e2` (`e2[i]` couples `i` and `i + 1`), by the root-free ("rational") QL method
+/// of Pal, Walker and Kahan as in EISPACK's `tqlrat`: the implicit QL method with Wilkinson
+/// shifts, without the square root per rotation that bounds the latency of the plain sweep. The eigenvalues
+/// replace `d` (unordered); `e2` is destroyed.
+fn rational_ql_eigenvalues(d: &mut [f64], e2: &mut [f64]) -> Option<()> {
     let n = d.len();
     if n == 0 {
         return Some(());
     }
-    e[n - 1] = 0.0;
+    e2[n - 1] = 0.0;
+    let (mut f, mut t, mut b, mut c) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
     for l in 0..n {
-        let mut sweeps = 0;
-        loop {
-            // the first negligible sub-diagonal element at or after l splits the matrix
-            let mut m = l;
-            while m + 1 < n {
-                let dd = d[m].abs() + d[m + 1].abs();
-                if e[m].abs() <= f64::EPSILON * dd {
-                    break;
-                }
-                m += 1;
-            }
-            if m == l {
-                break;
-            }
-            sweeps += 1;
-            if sweeps > MAX_SWEEPS {
-                return None;
-            }
-            // Wilkinson shift from the leading 2 × 2 block
-            let mut g = (d[l + 1] - d[l]) / (2.0 * e[l]);
-            let mut r = pythag(g, 1.0);
-            g = d[m] - d[l] + e[l] / (g + r.copysign(g));
-            let (mut s, mut c, mut p) = (1.0f64, 1.0f64, 0.0f64);
-            let mut deflated = false;
-            for i in (l..m).rev() {
-                let f = s * e[i];
-                let b = c * e[i];
-                r = pythag(f, g);
-                e[i + 1] = r;
-                if r == 0.0 {
-                    // underflow: the rotation is the identity, and the matrix splits here
-                    d[i + 1] -= p;
-                    e[m] = 0.0;
-                    deflated = true;
-                    break;
-                }
-                s = f / r;
-                c = g / r;
-                g = d[i + 1] - p;
-                r = (d[i] - g) * s + 2.0 * c * b;
-                p = s * r;
-                d[i + 1] = g + p;
-                g = c * r - b;
-            }
-            if deflated {
-                continue;
-            }
-            d[l] -= p;
-            e[l] = g;
-            e[m] = 0.0;
+        let h = d[l].abs() + e2[l].sqrt();
+        if t < h {
+            t = h;
+            b = f64::EPSILON * t;
+            c = b * b;
         }
+        // the first negligible squared sub-diagonal element at or after l splits the matrix
+        let mut m = l;
+        while m + 1 < n && e2[m] > c {
+            m += 1;
+        }
+        let mut sweeps = 0;
+        // (m stays fixed across sweeps, as in EISPACK: the convergence test is on e2[l])
+        if m != l {
+            loop {
+                sweeps += 1;
+                if sweeps > MAX_SWEEPS {
+                    return None;
+                }
+                // shift from the leading 2 × 2 block, subtracted from the whole block
+                let s = e2[l].sqrt();
+                let g = d[l];
+                let p = (d[l + 1] - g) / (2.0 * s);
+                let r = pythag(p, 1.0);
+                d[l] = s / (p + r.copysign(p));
+                let h = g - d[l];
+                for x in &mut d[l + 1..] {
+                    *x -= h;
+                }
+                f += h;
+                // rational QL transformation
+                let mut g = if d[m] == 0.0 { b } else { d[m] };
+                let mut h = g;
+                let mut s = 0.0;
+                for i in (l..m).rev() {
+                    let p = g * h;
+                    let r = p + e2[i];
+                    e2[i + 1] = s * r;
+                    s = e2[i] / r;
+                    d[i + 1] = h + s * (h + d[i]);
+                    g = d[i] - e2[i] / g;
+                    if g == 0.0 {
+                        g = b;
+                    }
+                    h = g * p / r;
+                }
+                e2[l] = s * g;
+                d[l] = h;
+                // converged, guarding the test against underflow
+                if h == 0.0 || e2[l].abs() <= (c / h).abs() {
+                    break;
+                }
+                e2[l] *= h;
+                if e2[l] == 0.0 {
+                    break;
+                }
+            }
+        }
+        d[l] += f;
     }
     Some(())
 }
@@ -302,6 +323,7 @@ fn pythag(a: f64, b: f64) -> f64 {
 /// super-diagonals. Zero pivots are replaced by a tiny multiple of the matrix scale, so the
 /// solve of an (almost) singular system grows toward the eigenvector instead of failing.
 struct TridiagLu {
+    /// reciprocals of the pivots
     u0: Vec<f64>,
     u1: Vec<f64>,
     u2: Vec<f64>,
@@ -323,7 +345,7 @@ impl TridiagLu {
         let mut cur_s = if n > 1 { e[0] } else { 0.0 };
         for i in 0..n {
             if i + 1 == n {
-                u0[i] = if cur_d == 0.0 { tiny } else { cur_d };
+                u0[i] = 1.0 / if cur_d == 0.0 { tiny } else { cur_d };
                 break;
             }
             let below = e[i]; // T[i+1][i]
@@ -332,7 +354,7 @@ impl TridiagLu {
             if cur_d.abs() >= below.abs() {
                 let piv = if cur_d == 0.0 { tiny } else { cur_d };
                 let l = below / piv;
-                u0[i] = piv;
+                u0[i] = 1.0 / piv;
                 u1[i] = cur_s;
                 u2[i] = 0.0;
                 mult[i] = l;
@@ -341,7 +363,7 @@ impl TridiagLu {
             } else {
                 // swap rows i and i + 1
                 let l = cur_d / below;
-                u0[i] = below;
+                u0[i] = 1.0 / below;
                 u1[i] = next_d;
                 u2[i] = next_s;
                 mult[i] = l;
@@ -359,7 +381,7 @@ impl TridiagLu {
         }
     }
 
-    /// Solve `(T − σI)·x = b` in place.
+    /// Solve `(T − σI)·x = b` in place (`u0` holds reciprocal pivots).
     fn solve(&self, x: &mut [f64]) {
         let n = x.len();
         for i in 0..n.saturating_sub(1) {
@@ -376,7 +398,7 @@ impl TridiagLu {
             if i + 2 < n {
                 v -= self.u2[i] * x[i + 2];
             }
-            x[i] = v / self.u0[i];
+            x[i] = v * self.u0[i];
         }
     }
 }
