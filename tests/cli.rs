@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use loratool::adapter::detect::read_adapter;
+use loratool::adapter::codec::read_adapter;
 use loratool::adapter::ReadOptions;
 use serde_json::Value;
 
@@ -105,8 +105,8 @@ fn convert_kohya_to_peft_and_back_through_the_cli() {
         "bf16",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let a = read_adapter(&src, None, ReadOptions::default()).unwrap();
-    let b = read_adapter(&back, None, ReadOptions::default()).unwrap();
+    let a = read_adapter(&src, None, &ctx(ReadOptions::default())).unwrap();
+    let b = read_adapter(&back, None, &ctx(ReadOptions::default())).unwrap();
     assert_eq!(b.layers.len(), a.layers.len());
     for (p, l) in &a.layers {
         let lb = &b.layers[p];

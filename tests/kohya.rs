@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use loratool::adapter::detect::read_adapter;
+use loratool::adapter::codec::read_adapter;
 use loratool::adapter::kohya_hash::kohya_hashes;
 use loratool::adapter::{diffusers, kohya, peft, Adapter, Format, LayerKind, ReadOptions};
 use loratool::io::SafetensorsFile;
@@ -12,6 +12,7 @@ use loratool::tensor::{DType, Tensor};
 
 const STRICT: ReadOptions = ReadOptions {
     skip_unknown: false,
+    layout_only: false,
 };
 const C3LIER: &str = "kohya/sd15_lora_r4_a2_c3lier.safetensors";
 const GEN_SD15: &str = "gen_sd15_kohya.safetensors";
@@ -149,7 +150,7 @@ fn round_trip_via(a: &Adapter, via: Format) -> Adapter {
         }
     }
     .unwrap();
-    let b = read_adapter(&mid, None, STRICT).unwrap();
+    let b = read_adapter(&mid, None, &ctx(STRICT)).unwrap();
     assert_eq!(b.meta.source_format, Some(via));
     let back = dir.path().join("back.safetensors");
     kohya::write(&b, &back, &|_| {}).unwrap();
@@ -273,17 +274,27 @@ fn lycoris_keys_are_refused_or_skipped_with_a_list() {
         ],
         &[],
     );
-    let e = kohya::read(&p, STRICT).unwrap_err().to_string();
-    for k in [
-        "hada_w1_a",
-        "lora_mid.weight",
-        "dora_scale",
-        "LyCORIS",
-        "--skip-unknown",
-    ] {
+    let err = kohya::read(&p, STRICT).unwrap_err();
+    assert!(matches!(err, loratool::Error::UnknownKeys { .. }), "{err}");
+    let e = err.to_string();
+    for k in ["hada_w1_a", "lora_mid.weight", "dora_scale", "LyCORIS"] {
         assert!(e.contains(k), "missing {k}: {e}");
     }
-    let a = kohya::read(&p, ReadOptions { skip_unknown: true }).unwrap();
+    // the command line names the flag that turns the refusal into a warning
+    let out = p.with_file_name("out");
+    let o = loratool(&["convert", s(&p), "--to", "peft", "-o", s(&out)]);
+    assert_eq!(o.status.code(), Some(1));
+    for k in ["hada_w1_a", "--skip-unknown"] {
+        assert!(stderr(&o).contains(k), "missing {k}: {}", stderr(&o));
+    }
+    let a = kohya::read(
+        &p,
+        ReadOptions {
+            skip_unknown: true,
+            layout_only: false,
+        },
+    )
+    .unwrap();
     assert_eq!(a.layers.len(), 1);
     assert!(a.meta.warnings.iter().any(|w| w.contains("hada_w1_a")));
 }

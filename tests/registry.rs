@@ -235,8 +235,8 @@ fn export_to_a_format_converts_through_the_writers() {
         dest.to_str().unwrap(),
     ]);
     let ro = loratool::adapter::ReadOptions::default();
-    let original = loratool::adapter::detect::read_adapter(&kohya(), None, ro).unwrap();
-    let exported = loratool::adapter::detect::read_adapter(&dest, None, ro).unwrap();
+    let original = loratool::adapter::codec::read_adapter(&kohya(), None, &ctx(ro)).unwrap();
+    let exported = loratool::adapter::codec::read_adapter(&dest, None, &ctx(ro)).unwrap();
     assert_same_layers(&original, &exported);
 }
 
@@ -408,8 +408,8 @@ fn references_are_accepted_where_paths_are() {
         dest.to_str().unwrap(),
     ]);
     let ro = loratool::adapter::ReadOptions::default();
-    let a = loratool::adapter::detect::read_adapter(&kohya(), None, ro).unwrap();
-    let b = loratool::adapter::detect::read_adapter(&dest, None, ro).unwrap();
+    let a = loratool::adapter::codec::read_adapter(&kohya(), None, &ctx(ro)).unwrap();
+    let b = loratool::adapter::codec::read_adapter(&dest, None, &ctx(ro)).unwrap();
     assert_same_layers(&a, &b);
     // a digest under another name, and an unknown tag, are not found
     let o = reg.run(&["info", &format!("other@{kd}")]);

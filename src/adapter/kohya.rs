@@ -349,7 +349,7 @@ pub fn family_for(adapter: &Adapter) -> Result<&'static str> {
             return Ok(fam);
         }
     }
-    super::detect::guess_sd_family(adapter).ok_or_else(|| {
+    super::family::guess_sd_family(adapter).ok_or_else(|| {
         let example = adapter
             .layers
             .keys()

@@ -5,7 +5,8 @@
 //! writing emits full-path `target_modules` and anchored per-module patterns, so PEFT
 //! recreates exactly the layers that were written, at exactly their scales.
 
-use super::peft_config::{alpha_json, plan_rank_alpha, PeftConfig, CONFIG_FILE};
+pub use super::peft_config::CONFIG_FILE;
+use super::peft_config::{alpha_json, plan_rank_alpha, PeftConfig};
 use super::{report_unknown, Adapter, AdapterMeta, Format, LayerKind, LoraLayer, ReadOptions};
 use crate::error::{Error, Result};
 use crate::io::atomic::write_bytes_atomic;
@@ -300,7 +301,7 @@ pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
     if layers.is_empty() {
         return Err(Error::malformed(&weights_path, "no LoRA tensors found"));
     }
-    meta.family = super::detect::guess_family(layers.keys().map(|s| s.as_str()));
+    meta.family = super::family::guess_family(layers.keys().map(|s| s.as_str()));
     Ok(Adapter { layers, full, meta })
 }
 

@@ -31,6 +31,12 @@ pub enum EmbeddingMode {
     Skip,
 }
 
+crate::named_enum!(EmbeddingMode, "embedding mode", [
+    Lora => "lora", [], "an embedding LoRA (and lm_head as a linear LoRA)",
+    Full => "full", [], "the full tuned tensors, as PEFT modules_to_save",
+    Skip => "skip", [], "leave them out",
+]);
+
 #[derive(Clone, Copy, Debug)]
 pub struct ExtractOptions {
     /// Rank, or the cap for a dynamic rule.
@@ -117,7 +123,7 @@ pub fn extract(
     module_done: &dyn Fn(u64),
 ) -> Result<(Adapter, ExtractReport)> {
     if opts.rank == 0 {
-        return Err(Error::Invalid("--rank must be at least 1".into()));
+        return Err(Error::bad_option("rank", "must be at least 1"));
     }
     let mut layers = BTreeMap::new();
     let mut full = BTreeMap::new();

@@ -232,9 +232,10 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Test-only hook: with `LORATOOL_TEST_SLOW_ADD_MS=<ms>` set, writers sleep that long at each
-/// step of adding an adapter, so the crash test can SIGKILL `add` between any two steps. Not a
-/// user setting; unset, it costs one environment lookup.
+/// Test-only hook (cargo feature `test-support`, which only the test and bench builds turn
+/// on): with `LORATOOL_TEST_SLOW_ADD_MS=<ms>` set, writers sleep that long at each step of
+/// adding an adapter, so the crash test can SIGKILL `add` between any two steps.
+#[cfg(feature = "test-support")]
 pub fn test_pause(_step: &str) {
     if let Some(ms) = std::env::var("LORATOOL_TEST_SLOW_ADD_MS")
         .ok()
@@ -243,3 +244,7 @@ pub fn test_pause(_step: &str) {
         std::thread::sleep(std::time::Duration::from_millis(ms.min(10_000)));
     }
 }
+
+#[cfg(not(feature = "test-support"))]
+#[inline(always)]
+pub fn test_pause(_step: &str) {}

@@ -33,11 +33,7 @@ fn load(
     }
     let (cols, rows) = (info.dims[0] as usize, info.dims[1] as usize);
     let values = dequantize(ty, file.tensor_bytes(name)?, cols).map_err(|e| bad(e.to_string()))?;
-    let dtype = match ty {
-        QuantType::F16 => DType::F16,
-        QuantType::BF16 => DType::BF16,
-        _ => DType::F32,
-    };
+    let dtype = ty.float_dtype().unwrap_or(DType::F32);
     Ok((values, [rows, cols], dtype))
 }
 
@@ -150,12 +146,14 @@ pub fn read(path: &Path, base: Option<&GgufBase>, opts: ReadOptions) -> Result<A
             ));
         }
         let heads = match transform {
+            // the stored order has the same shape: enough to describe the adapter
+            Transform::RopeQ | Transform::RopeK if arch.rope_permute && opts.layout_only => None,
             Transform::RopeQ | Transform::RopeK if arch.rope_permute => {
                 let base = base.ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "{}: {arch_name} q/k LoRA tensors are stored RoPE-permuted; undoing that needs the base model's head counts: pass --base <config.json or base .gguf>",
-                        path.display()
-                    ))
+                    Error::needs_base(
+                        path,
+                        format!("{arch_name} q/k LoRA tensors are stored RoPE-permuted, and undoing that needs the base model's head counts"),
+                    )
                 })?;
                 Some(if transform == Transform::RopeQ {
                     base.n_head
