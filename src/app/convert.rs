@@ -2,8 +2,9 @@
 
 use super::error::{AppError, Result};
 use super::input::{InputRef, LoadOptions};
-use super::output::{OutputSpec, Recipe, Saved};
+use super::output::OutputSpec;
 use super::session::Session;
+use super::store::{Recipe, Saved};
 use crate::adapter::gguf::GgufBase;
 use crate::adapter::Format;
 use crate::quant::QuantType;

@@ -1,8 +1,9 @@
 //! `extract`: a LoRA from the difference between a fine-tuned model and its base.
 
 use super::error::{AppError, Result, ResultExt};
-use super::output::{OutputSpec, Recipe, Saved};
+use super::output::OutputSpec;
 use super::session::{Session, Unit};
+use super::store::{Recipe, Saved};
 use crate::adapter::Format;
 use crate::ops::extract::{extract, ExtractOptions, ExtractReport};
 use crate::ops::model_layout::{LayoutKind, ModelLayout};

@@ -81,6 +81,7 @@ pub struct LoadOptions<'a> {
 }
 
 /// An adapter read from an input.
+#[derive(Debug)]
 pub struct Loaded {
     pub adapter: Adapter,
     pub format: Format,

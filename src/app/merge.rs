@@ -2,8 +2,9 @@
 
 use super::error::{AppError, Result, ResultExt};
 use super::input::{InputRef, LoadOptions, Loaded};
-use super::output::{output_format, OutputSpec, Recipe, Saved};
+use super::output::{output_format, OutputSpec};
 use super::session::{Session, Unit};
+use super::store::{Recipe, Saved};
 use crate::adapter::gguf::GgufBase;
 use crate::adapter::kohya::note_merge;
 use crate::adapter::{Adapter, Format};

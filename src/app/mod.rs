@@ -25,5 +25,6 @@ pub mod store;
 
 pub use error::{AppError, Result, ResultExt};
 pub use input::{InputRef, LoadOptions, Loaded, Located, Provenance};
-pub use output::{OutputSpec, Recipe, Saved};
+pub use output::OutputSpec;
 pub use session::{Observer, Progress, Session, Silent, Unit};
+pub use store::{Recipe, Saved};

@@ -2,8 +2,8 @@
 
 use super::error::{Result, ResultExt};
 use super::input::InputRef;
-use super::output::{Recipe, Saved};
 use super::session::{Session, Unit};
+use super::store::{Recipe, Saved};
 use crate::adapter::Format;
 use crate::io::gguf::GgufFile;
 use crate::ops::gguf_quantize::{quantize_gguf, QuantizeOptions, TensorQuant};

@@ -116,7 +116,7 @@ impl SaveArgs {
         Ok(self
             .save
             .as_deref()
-            .map(crate::app::output::parse_save)
+            .map(crate::app::store::parse_save)
             .transpose()?)
     }
 }
