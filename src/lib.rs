@@ -13,6 +13,7 @@ pub mod linalg;
 pub mod ops;
 pub mod quant;
 pub mod registry;
+pub mod remote;
 pub mod tensor;
 
 pub use error::{Error, Result};
