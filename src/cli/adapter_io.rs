@@ -10,7 +10,7 @@ use crate::adapter::{diffusers, gguf, kohya, peft, Adapter, Format, ReadOptions}
 use crate::io::WriteReport;
 use crate::quant::QuantType;
 use crate::registry::manifest::{Lineage, LineageInput};
-use crate::registry::{adapter_files, files_digest, Digest, Materialised, Reference};
+use crate::registry::{adapter_files, files_digest, Digest, Materialised, Reference, Store};
 
 /// Where an input adapter came from, for `--save` lineage.
 #[derive(Clone, Debug)]
@@ -36,6 +36,9 @@ pub struct ResolvedInput {
 /// registry reference (`name:tag`, `name@sha256:<digest>`) looked up in the store.
 pub fn resolve_input(path: &Path) -> Result<ResolvedInput> {
     let text = path.to_string_lossy();
+    if let Some(remote) = crate::remote::RemoteRef::parse(&text) {
+        return resolve_remote(&remote?);
+    }
     if path.exists() || !(text.contains(':') || text.contains('@')) {
         return Ok(ResolvedInput {
             path: path.to_path_buf(),
@@ -48,6 +51,22 @@ pub fn resolve_input(path: &Path) -> Result<ResolvedInput> {
         format!("{text} is not an existing file or directory, nor a registry reference")
     })?;
     resolve_reference(&reference)
+}
+
+/// Fetch an `hf://` input into the Hugging Face cache, or pull an `oci://` one into the store.
+fn resolve_remote(remote: &crate::remote::RemoteRef) -> Result<ResolvedInput> {
+    use crate::remote::resolve::{fetch_input, Fetched};
+    let bars = super::remote_progress::Bars::default();
+    let open = || Store::open(&Store::default_root()?);
+    match fetch_input(remote, None, &open, &bars).with_context(|| format!("fetching {remote}"))? {
+        Fetched::Local(local) => Ok(ResolvedInput {
+            path: local.path.clone(),
+            format: None,
+            source: InputSource::Path(local.path),
+            _materialised: None,
+        }),
+        Fetched::Stored { reference, .. } => resolve_reference(&reference),
+    }
 }
 
 /// Lay out a stored adapter for reading.

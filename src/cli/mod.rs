@@ -10,8 +10,11 @@ mod info;
 mod info_gguf;
 mod merge;
 mod progress;
+mod pull;
+mod push;
 mod quantize;
 mod registry;
+mod remote_progress;
 mod resize;
 
 use clap::{Parser, Subcommand};
@@ -61,6 +64,10 @@ enum Command {
     Verify(registry::VerifyArgs),
     /// Copy a stored adapter's files out, or convert it.
     Export(registry::ExportArgs),
+    /// Upload an adapter to the Hugging Face Hub (hf://) or an OCI registry (oci://).
+    Push(push::PushArgs),
+    /// Download an adapter from the Hugging Face Hub (hf://) or an OCI registry (oci://).
+    Pull(pull::PullArgs),
 }
 
 /// Parse the command line, run the command, and return the process exit code.
@@ -92,6 +99,8 @@ pub fn run() -> i32 {
         Command::Gc(a) => registry::gc(a),
         Command::Verify(a) => registry::verify(a),
         Command::Export(a) => registry::export(a),
+        Command::Push(a) => push::run(a),
+        Command::Pull(a) => pull::run(a),
     };
     match result {
         Ok(()) => 0,

@@ -19,6 +19,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod oci;
+pub mod resolve;
 pub mod source;
 
 pub use error::{RemoteError, Result};
