@@ -50,6 +50,9 @@ pub struct RegistryArgs {
     /// Read the registry password from the first line of stdin.
     #[arg(long)]
     pub password_stdin: bool,
+    /// Upload OCI blobs in chunks of this many bytes (default 16 MiB).
+    #[arg(long)]
+    pub chunk_size: Option<u64>,
 }
 
 impl RegistryArgs {
@@ -78,6 +81,7 @@ impl RegistryArgs {
         Ok(OciOptions {
             plain_http: self.plain_http,
             credentials,
+            chunk_bytes: self.chunk_size,
             ..OciOptions::default()
         })
     }

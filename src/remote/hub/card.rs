@@ -49,7 +49,13 @@ pub fn render(c: &CardInput<'_>) -> String {
     }
     fm.push_str("tags:\n- lora\n");
     fm.push_str(&format!("- {}\n", y(c.format.name())));
-    if let Some(f) = &info.family {
+    // a family is a tag only when it is a slug (`sdxl`), not a description
+    let slug = |f: &&String| {
+        f.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        })
+    };
+    if let Some(f) = info.family.as_ref().filter(slug) {
         fm.push_str(&format!("- {}\n", y(f)));
     }
     fm.push_str("- loratool\n---\n\n");

@@ -272,8 +272,11 @@ fn download_file(
     let head = Request::new(Method::HEAD, url.clone())
         .header("accept-encoding", "identity")
         .redirects(Redirects::SameOrigin);
-    let reply = client.call(head, &ctx)?;
+    let reply = client.http().send(&head.auth(client.auth_for(&url)))?;
     let is_redirect = (300..400).contains(&reply.status);
+    if !(200..300).contains(&reply.status) && !is_redirect {
+        return Err(client.status_error(reply, &ctx));
+    }
     let linked_etag = reply.header("x-linked-etag").map(normalize_etag);
     let etag = linked_etag
         .clone()
