@@ -69,6 +69,7 @@ class State:
         self.faults = []
         self.log = []
         self.cdn_auth = []
+        self.commits = []
         self.endpoint = ""
         self.cdn = ""
         os.makedirs(self.objects(), exist_ok=True)
@@ -126,6 +127,8 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- plumbing -------------------------------------------------------------------------------
     def record(self):
+        if self.path.startswith("/_control"):
+            return
         auth = self.headers.get("Authorization")
         with STATE.lock:
             STATE.log.append({"origin": self.origin, "method": self.command, "path": self.path,
@@ -240,7 +243,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200, {})
         if path == "/_control/log":
             with STATE.lock:
-                return self.send(200, {"log": STATE.log, "cdn_auth": STATE.cdn_auth})
+                return self.send(200, {"log": STATE.log, "cdn_auth": STATE.cdn_auth,
+                                       "commits": STATE.commits})
         if path == "/_control/reset" and m == "POST":
             with STATE.lock:
                 STATE.log.clear()
@@ -473,6 +477,7 @@ class Handler(BaseHTTPRequestHandler):
                 elif key == "deletedFile":
                     files.pop(path, None)
             new = STATE.new_commit(repo, oid, files, summary)
+            STATE.commits.append({"repo": repo_id, "summary": summary})
             repo["branches"][branch] = new
         self.send(200, {"commitUrl": f"{STATE.endpoint}/{repo_id}/commit/{new}", "commitOid": new,
                         "success": True})
