@@ -181,6 +181,7 @@ fn the_cache_is_shared_both_ways() {
     let mut env = Env::new(&hub.endpoint);
     let src = fixture("peft/plain");
     env.python_ok(UPLOAD, &[WRITE_TOKEN, "alice/shared", src.to_str().unwrap()]);
+    env.python_ok(UPLOAD, &[WRITE_TOKEN, "alice/other", fixture("peft/dora").to_str().unwrap()]);
     // huggingface_hub downloads; loratool reads it offline
     env.python_ok(SNAPSHOT, &["alice/shared"]);
     env.set("HF_HUB_OFFLINE", "1");
@@ -192,7 +193,6 @@ fn the_cache_is_shared_both_ways() {
     assert_eq!(hub.log().0.len(), before, "offline pull touched the network");
     // loratool downloads; huggingface_hub reads it offline
     let env2 = Env::new(&hub.endpoint);
-    env.python_ok(UPLOAD, &[WRITE_TOKEN, "alice/other", fixture("peft/dora").to_str().unwrap()]);
     env2.loratool_ok(&["pull", "hf://alice/other"]);
     let mut env2 = env2;
     env2.set("HF_HUB_OFFLINE", "1");
