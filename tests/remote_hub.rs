@@ -41,7 +41,9 @@ fn upload_folder_is_pulled_byte_identical_into_the_hf_cache_layout() {
     let out = env.loratool_ok(&["pull", "hf://alice/plain", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["commit"], commit);
-    let snap = env.cache().join(format!("models--alice--plain/snapshots/{commit}"));
+    let snap = env
+        .cache()
+        .join(format!("models--alice--plain/snapshots/{commit}"));
     assert_eq!(Path::new(v["path"].as_str().unwrap()), snap);
     for f in ["adapter_config.json", "adapter_model.safetensors"] {
         assert_eq!(read(&snap.join(f)), read(&src.join(f)), "{f}");
@@ -66,15 +68,21 @@ fn upload_folder_is_pulled_byte_identical_into_the_hf_cache_layout() {
     // the Hub sends LFS files through its CDN: the token went to the endpoint, never there
     let (log, cdn_auth) = hub.log();
     assert!(cdn_auth.is_empty(), "token sent to the CDN: {cdn_auth:?}");
-    assert!(log.iter().any(|r| r["origin"] == "cdn" && r["method"] == "GET"));
     assert!(log
         .iter()
-        .any(|r| r["origin"] == "main" && r["auth"] == true && r["path"].as_str().unwrap().contains("/resolve/")));
+        .any(|r| r["origin"] == "cdn" && r["method"] == "GET"));
+    assert!(log.iter().any(|r| r["origin"] == "main"
+        && r["auth"] == true
+        && r["path"].as_str().unwrap().contains("/resolve/")));
     // nothing is fetched twice
     hub.reset();
     env.loratool_ok(&["pull", "hf://alice/plain"]);
     let (log, _) = hub.log();
-    assert!(!log.iter().any(|r| r["method"] == "GET" && r["origin"] == "cdn"), "{log:?}");
+    assert!(
+        !log.iter()
+            .any(|r| r["method"] == "GET" && r["origin"] == "cdn"),
+        "{log:?}"
+    );
 }
 
 #[test]
@@ -116,11 +124,16 @@ print(json.dumps(d))
     // the commit message names the store reference and the manifest digest
     let summaries = hub.commit_summaries();
     assert!(
-        summaries.iter().any(|m| m.contains("acme/style:v2") && m.contains(&digest)),
+        summaries
+            .iter()
+            .any(|m| m.contains("acme/style:v2") && m.contains(&digest)),
         "{summaries:?}"
     );
     let readme = String::from_utf8(read(&snap.join("README.md"))).unwrap();
-    assert!(readme.contains(&digest), "the card names the manifest digest");
+    assert!(
+        readme.contains(&digest),
+        "the card names the manifest digest"
+    );
     // PEFT's LoraConfig accepts every key of the pushed config (checked against PEFT's source)
     check_peft_config(&env, &snap.join("adapter_config.json"));
     // pushing again sends nothing
@@ -168,7 +181,11 @@ print("fields ok", len(fields))
     let out = stdout(&o);
     assert!(o.status.success(), "{out}{}", stderr(&o));
     if out.contains("NO_PEFT") {
-        require("peft (source, for its LoraConfig fields)", false, "pip install --no-deps peft==0.21.2");
+        require(
+            "peft (source, for its LoraConfig fields)",
+            false,
+            "pip install --no-deps peft==0.21.2",
+        );
     }
 }
 
@@ -180,8 +197,18 @@ fn the_cache_is_shared_both_ways() {
     let hub = HubServer::start(&[]);
     let mut env = Env::new(&hub.endpoint);
     let src = fixture("peft/plain");
-    env.python_ok(UPLOAD, &[WRITE_TOKEN, "alice/shared", src.to_str().unwrap()]);
-    env.python_ok(UPLOAD, &[WRITE_TOKEN, "alice/other", fixture("peft/dora").to_str().unwrap()]);
+    env.python_ok(
+        UPLOAD,
+        &[WRITE_TOKEN, "alice/shared", src.to_str().unwrap()],
+    );
+    env.python_ok(
+        UPLOAD,
+        &[
+            WRITE_TOKEN,
+            "alice/other",
+            fixture("peft/dora").to_str().unwrap(),
+        ],
+    );
     // huggingface_hub downloads; loratool reads it offline
     env.python_ok(SNAPSHOT, &["alice/shared"]);
     env.set("HF_HUB_OFFLINE", "1");
@@ -190,7 +217,11 @@ fn the_cache_is_shared_both_ways() {
     let (log, _) = hub.log();
     let before = log.len();
     env.loratool_ok(&["pull", "hf://alice/shared"]);
-    assert_eq!(hub.log().0.len(), before, "offline pull touched the network");
+    assert_eq!(
+        hub.log().0.len(),
+        before,
+        "offline pull touched the network"
+    );
     // loratool downloads; huggingface_hub reads it offline
     let env2 = Env::new(&hub.endpoint);
     env2.loratool_ok(&["pull", "hf://alice/other"]);
@@ -204,7 +235,10 @@ print(hf_hub_download("alice/other", "adapter_model.safetensors"))
 "#,
         &[],
     );
-    assert_eq!(read(Path::new(p.trim())), read(&fixture("peft/dora/adapter_model.safetensors")));
+    assert_eq!(
+        read(Path::new(p.trim())),
+        read(&fixture("peft/dora/adapter_model.safetensors"))
+    );
 }
 
 #[test]
@@ -228,12 +262,19 @@ fn several_adapters_in_one_repo_need_a_pick() {
         tree.path().join("kohya/style.safetensors"),
     )
     .unwrap();
-    env.python_ok(UPLOAD, &[WRITE_TOKEN, "team/many", tree.path().to_str().unwrap()]);
+    env.python_ok(
+        UPLOAD,
+        &[WRITE_TOKEN, "team/many", tree.path().to_str().unwrap()],
+    );
     env.set("HF_TOKEN", READ_TOKEN);
     let o = env.loratool(&["pull", "hf://team/many"]);
     assert!(!o.status.success());
     let err = stderr(&o);
-    for c in ["hf://team/many/one", "hf://team/many/two", "--file kohya/style.safetensors"] {
+    for c in [
+        "hf://team/many/one",
+        "hf://team/many/two",
+        "--file kohya/style.safetensors",
+    ] {
         assert!(err.contains(c), "{err}");
     }
     let v: serde_json::Value =
@@ -272,7 +313,14 @@ fn push_converts_into_a_branch_and_subfolder_and_pull_saves_with_lineage() {
     env.set("HF_TOKEN", WRITE_TOKEN);
     let src = fixture("kohya/sd15_lora_r8_a8_attn.safetensors");
     env.loratool_ok(&["add", src.to_str().unwrap(), "--name", "acme/sd:v1"]);
-    env.loratool_ok(&["push", "acme/sd:v1", "hf://acme/sd@dev/diffusers", "--to", "diffusers", "--private"]);
+    env.loratool_ok(&[
+        "push",
+        "acme/sd:v1",
+        "hf://acme/sd@dev/diffusers",
+        "--to",
+        "diffusers",
+        "--private",
+    ]);
     let snap = env.python_ok(SNAPSHOT, &["acme/sd", "dev"]);
     let file = Path::new(snap.trim()).join("diffusers/pytorch_lora_weights.safetensors");
     assert!(file.is_file());
@@ -319,7 +367,9 @@ fn multipart_lfs_uploads_work_both_ways() {
         .iter()
         .filter(|r| r["method"] == "PUT" && r["path"].as_str().unwrap().contains("/part/"))
         .count();
-    let size = std::fs::metadata(src.join("adapter_model.safetensors")).unwrap().len();
+    let size = std::fs::metadata(src.join("adapter_model.safetensors"))
+        .unwrap()
+        .len();
     assert_eq!(parts as u64, size.div_ceil(16384));
     let snap = env.python_ok(SNAPSHOT, &["acme/mp"]);
     assert_eq!(
@@ -327,7 +377,14 @@ fn multipart_lfs_uploads_work_both_ways() {
         read(&src.join("adapter_model.safetensors"))
     );
     // the real client uploads through the same multipart path, and loratool reads it
-    env.python_ok(UPLOAD, &[WRITE_TOKEN, "acme/mp2", fixture("peft/dora").to_str().unwrap()]);
+    env.python_ok(
+        UPLOAD,
+        &[
+            WRITE_TOKEN,
+            "acme/mp2",
+            fixture("peft/dora").to_str().unwrap(),
+        ],
+    );
     let v: serde_json::Value =
         serde_json::from_str(&env.loratool_ok(&["pull", "hf://acme/mp2", "--json"])).unwrap();
     assert_eq!(
@@ -343,7 +400,14 @@ fn errors_name_the_problem_and_the_fix() {
     }
     let hub = HubServer::start(&[]);
     let mut env = Env::new(&hub.endpoint);
-    env.python_ok(UPLOAD, &[WRITE_TOKEN, "alice/plain", fixture("peft/plain").to_str().unwrap()]);
+    env.python_ok(
+        UPLOAD,
+        &[
+            WRITE_TOKEN,
+            "alice/plain",
+            fixture("peft/plain").to_str().unwrap(),
+        ],
+    );
     let err = |env: &Env, args: &[&str]| {
         let o = env.loratool(args);
         assert!(!o.status.success(), "{args:?} succeeded");
@@ -353,26 +417,51 @@ fn errors_name_the_problem_and_the_fix() {
     assert!(e.contains("repository 'alice/nope' not found"), "{e}");
     let e = err(&env, &["pull", "hf://alice/plain@v9"]);
     assert!(e.contains("no revision 'v9'"), "{e}");
-    let e = err(&env, &["pull", "hf://alice/plain", "--file", "nope.safetensors"]);
+    let e = err(
+        &env,
+        &["pull", "hf://alice/plain", "--file", "nope.safetensors"],
+    );
     assert!(e.contains("'nope.safetensors' not found"), "{e}");
-    let e = err(&env, &["push", fixture("peft/plain").to_str().unwrap(), "hf://alice/new"]);
+    let e = err(
+        &env,
+        &[
+            "push",
+            fixture("peft/plain").to_str().unwrap(),
+            "hf://alice/new",
+        ],
+    );
     assert!(e.contains("401") && e.contains("HF_TOKEN"), "{e}");
     env.set("HF_TOKEN", READ_TOKEN);
-    let e = err(&env, &["push", fixture("peft/plain").to_str().unwrap(), "hf://alice/plain"]);
+    let e = err(
+        &env,
+        &[
+            "push",
+            fixture("peft/plain").to_str().unwrap(),
+            "hf://alice/plain",
+        ],
+    );
     assert!(e.contains("403") && e.contains("write access"), "{e}");
     assert!(!e.contains(READ_TOKEN));
     // a server that is not a Hub
     let www = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut plain = std::process::Command::new("python3")
-        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
         .current_dir(www.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && std::time::Instant::now() < deadline {
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     env.set("HF_ENDPOINT", &format!("http://127.0.0.1:{port}"));

@@ -29,29 +29,52 @@ fn push_then_skopeo_copy_keeps_digests_and_pull_round_trips() {
     let reg = Registry::start(None);
     let env = Env::new("http://127.0.0.1:9");
     let src = fixture("peft/plain");
-    let digest = digest_of(&env.loratool_ok(&["add", src.to_str().unwrap(), "--name", "acme/plain:v1"]));
+    let digest =
+        digest_of(&env.loratool_ok(&["add", src.to_str().unwrap(), "--name", "acme/plain:v1"]));
     let dest = format!("oci://{}/team/plain:v1", reg.addr);
     // small chunks: the blob goes up in several PATCH requests
-    let out = env.loratool_ok(&["push", "acme/plain:v1", &dest, "--chunk-size", "20000", "--json"]);
+    let out = env.loratool_ok(&[
+        "push",
+        "acme/plain:v1",
+        &dest,
+        "--chunk-size",
+        "20000",
+        "--json",
+    ]);
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["digest"], digest.as_str());
     assert_eq!(report["blobs_uploaded"], 3);
     // skopeo sees the same manifest bytes and copies every blob, checking digests
     let raw = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{}/team/plain:v1", reg.addr)])
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{}/team/plain:v1", reg.addr),
+        ])
         .output()
         .unwrap();
     assert!(raw.status.success(), "{}", stderr(&raw));
     assert_eq!(format!("sha256:{}", sha256_hex(&raw.stdout)), digest);
     let layout = tempfile::tempdir().unwrap();
     let target = format!("oci:{}:copy", layout.path().display());
-    skopeo(&["copy", "--src-tls-verify=false", &format!("docker://{}/team/plain:v1", reg.addr), &target]);
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}/team/plain:v1", reg.addr),
+        &target,
+    ]);
     let weights = sha256_hex(&std::fs::read(src.join("adapter_model.safetensors")).unwrap());
     assert!(layout.path().join("blobs/sha256").join(&weights).is_file());
-    assert!(layout.path().join("blobs/sha256").join(digest.trim_start_matches("sha256:")).is_file());
+    assert!(layout
+        .path()
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+        .is_file());
     // pushing again sends no blob
     let again: serde_json::Value =
-        serde_json::from_str(&env.loratool_ok(&["push", "acme/plain:v1", &dest, "--json"])).unwrap();
+        serde_json::from_str(&env.loratool_ok(&["push", "acme/plain:v1", &dest, "--json"]))
+            .unwrap();
     assert_eq!(again["blobs_uploaded"], 0);
     assert_eq!(again["blobs_skipped"], 3);
     // a fresh store pulls it back: same digest, files identical, provenance recorded
@@ -62,12 +85,23 @@ fn push_then_skopeo_copy_keeps_digests_and_pull_round_trips() {
     assert_eq!(pulled["saved_as"], "team/plain:v1");
     env2.loratool_ok(&["verify"]);
     let out = tempfile::tempdir().unwrap();
-    env2.loratool_ok(&["export", "team/plain:v1", "-o", out.path().to_str().unwrap()]);
+    env2.loratool_ok(&[
+        "export",
+        "team/plain:v1",
+        "-o",
+        out.path().to_str().unwrap(),
+    ]);
     for f in ["adapter_config.json", "adapter_model.safetensors"] {
-        assert_eq!(std::fs::read(out.path().join(f)).unwrap(), std::fs::read(src.join(f)).unwrap());
+        assert_eq!(
+            std::fs::read(out.path().join(f)).unwrap(),
+            std::fs::read(src.join(f)).unwrap()
+        );
     }
     let index = std::fs::read_to_string(env2.store().join("index.json")).unwrap();
-    assert!(index.contains(&format!("oci://{}/team/plain@{digest}", reg.addr)), "{index}");
+    assert!(
+        index.contains(&format!("oci://{}/team/plain@{digest}", reg.addr)),
+        "{index}"
+    );
     // any command reads an oci:// reference
     let info = env2.loratool_ok(&["info", &dest]);
     assert!(info.contains("peft"), "{info}");
@@ -83,14 +117,27 @@ fn loratool_pulls_what_skopeo_pushed_from_the_store_layout() {
     let src = fixture("kohya/sd15_lora_r8_a8_attn.safetensors");
     let digest = digest_of(&env.loratool_ok(&["add", src.to_str().unwrap(), "--name", "style:v1"]));
     let from = format!("oci:{}:style:v1", env.store().display());
-    skopeo(&["copy", "--dest-tls-verify=false", &from, &format!("docker://{}/lib/style:v1", reg.addr)]);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &from,
+        &format!("docker://{}/lib/style:v1", reg.addr),
+    ]);
     let env2 = Env::new("http://127.0.0.1:9");
-    let out = env2.loratool_ok(&["pull", &format!("oci://{}/lib/style:v1", reg.addr), "--save", "mine/style:s"]);
+    let out = env2.loratool_ok(&[
+        "pull",
+        &format!("oci://{}/lib/style:v1", reg.addr),
+        "--save",
+        "mine/style:s",
+    ]);
     assert!(out.contains(&digest), "{out}");
     let dir = tempfile::tempdir().unwrap();
     env2.loratool_ok(&["export", "mine/style:s", "-o", dir.path().to_str().unwrap()]);
     let name = src.file_name().unwrap();
-    assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), std::fs::read(&src).unwrap());
+    assert_eq!(
+        std::fs::read(dir.path().join(name)).unwrap(),
+        std::fs::read(&src).unwrap()
+    );
     // by digest too
     let by_digest = format!("oci://{}/lib/style@{digest}", reg.addr);
     let out = env2.loratool_ok(&["pull", &by_digest, "--save", "mine/style:d"]);
@@ -105,7 +152,12 @@ fn basic_auth_from_the_docker_config_and_errors_without_it() {
     let (user, pass) = ("tester", "pw-not-in-output-93b1");
     let reg = Registry::start(Some((user, pass)));
     let env = Env::new("http://127.0.0.1:9");
-    env.loratool_ok(&["add", fixture("peft/plain").to_str().unwrap(), "--name", "acme/plain:v1"]);
+    env.loratool_ok(&[
+        "add",
+        fixture("peft/plain").to_str().unwrap(),
+        "--name",
+        "acme/plain:v1",
+    ]);
     let dest = format!("oci://{}/team/auth:v1", reg.addr);
     let o = env.loratool(&["push", "acme/plain:v1", &dest]);
     assert!(!o.status.success());
@@ -133,17 +185,31 @@ fn basic_auth_from_the_docker_config_and_errors_without_it() {
     let out = env.loratool_ok(&["push", "acme/plain:v1", &dest]);
     assert!(!out.contains(pass));
     // skopeo with the same credentials sees it; loratool pulls it with credentials from flags
-    skopeo(&["inspect", "--tls-verify=false", "--creds", &format!("{user}:{pass}"), &format!("docker://{}/team/auth:v1", reg.addr)]);
+    skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        &format!("{user}:{pass}"),
+        &format!("docker://{}/team/auth:v1", reg.addr),
+    ]);
     let env2 = Env::new("http://127.0.0.1:9");
     let mut c = Command::new(env!("CARGO_BIN_EXE_loratool"));
     for (k, v) in &env2.vars {
         c.env(k, v);
     }
     c.args(["pull", &dest, "--username", user, "--password-stdin"]);
-    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = c.spawn().unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(format!("{pass}\n").as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{pass}\n").as_bytes())
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     for dir in [env.dir.path().join("store"), env2.store()] {
@@ -160,7 +226,10 @@ fn a_path_is_pushed_through_a_temporary_store() {
     let env = Env::new("http://127.0.0.1:9");
     let dest = format!("oci://{}/x/dora:v1", reg.addr);
     env.loratool_ok(&["push", fixture("peft/dora").to_str().unwrap(), &dest]);
-    assert!(!Path::new(&env.store()).join("index.json").exists(), "the user's store was not touched");
+    assert!(
+        !Path::new(&env.store()).join("index.json").exists(),
+        "the user's store was not touched"
+    );
     let out = env.loratool_ok(&["pull", &dest]);
     assert!(out.contains("x/dora:v1"), "{out}");
 }

@@ -125,7 +125,11 @@ impl HubServer {
         let v = self.control("GET", "/_control/log", "");
         v["commits"]
             .as_array()
-            .map(|a| a.iter().filter_map(|c| c["summary"].as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c["summary"].as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -157,13 +161,22 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let vars = vec![
             ("HF_ENDPOINT".into(), endpoint.to_string()),
-            ("HF_HOME".into(), dir.path().join("hf").display().to_string()),
-            ("LORATOOL_HOME".into(), dir.path().join("store").display().to_string()),
+            (
+                "HF_HOME".into(),
+                dir.path().join("hf").display().to_string(),
+            ),
+            (
+                "LORATOOL_HOME".into(),
+                dir.path().join("store").display().to_string(),
+            ),
             ("HF_HUB_DISABLE_XET".into(), "1".into()),
             ("HF_HUB_DISABLE_TELEMETRY".into(), "1".into()),
             ("LORATOOL_HTTP_BACKOFF_MS".into(), "50".into()),
             ("LORATOOL_HTTP_TIMEOUT".into(), "20".into()),
-            ("DOCKER_CONFIG".into(), dir.path().join("docker").display().to_string()),
+            (
+                "DOCKER_CONFIG".into(),
+                dir.path().join("docker").display().to_string(),
+            ),
         ];
         Env { dir, vars }
     }
@@ -183,7 +196,14 @@ impl Env {
     }
 
     fn apply(&self, c: &mut Command) {
-        for k in ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "LORATOOL_REGISTRY_USERNAME", "LORATOOL_REGISTRY_PASSWORD"] {
+        for k in [
+            "HF_TOKEN",
+            "HUGGING_FACE_HUB_TOKEN",
+            "HF_HUB_OFFLINE",
+            "HF_HUB_CACHE",
+            "LORATOOL_REGISTRY_USERNAME",
+            "LORATOOL_REGISTRY_PASSWORD",
+        ] {
             c.env_remove(k);
         }
         for (k, v) in &self.vars {
@@ -200,7 +220,12 @@ impl Env {
 
     pub fn loratool_ok(&self, args: &[&str]) -> String {
         let o = self.loratool(args);
-        assert!(o.status.success(), "loratool {args:?} failed:\n{}{}", stdout(&o), stderr(&o));
+        assert!(
+            o.status.success(),
+            "loratool {args:?} failed:\n{}{}",
+            stdout(&o),
+            stderr(&o)
+        );
         stdout(&o)
     }
 
@@ -214,7 +239,12 @@ impl Env {
 
     pub fn python_ok(&self, script: &str, args: &[&str]) -> String {
         let o = self.python(script, args);
-        assert!(o.status.success(), "python failed:\n{}{}", stdout(&o), stderr(&o));
+        assert!(
+            o.status.success(),
+            "python failed:\n{}{}",
+            stdout(&o),
+            stderr(&o)
+        );
         stdout(&o)
     }
 }
@@ -224,7 +254,9 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             let ft = std::fs::symlink_metadata(&p).unwrap().file_type();
