@@ -622,10 +622,20 @@ impl Http {
                 }
                 Some(e) => {
                     if attempt >= self.config.retries {
+                        let why = if e.kind() == std::io::ErrorKind::TimedOut
+                            || e.to_string().contains("timeout")
+                        {
+                            format!(
+                                "timed out: no data for {} s (set LORATOOL_HTTP_TIMEOUT to wait longer)",
+                                self.config.stall_timeout.as_secs()
+                            )
+                        } else {
+                            e.to_string()
+                        };
                         return Err(RemoteError::Network {
                             url: shown_url(url),
                             message: format!(
-                                "the transfer failed after {have} bytes and {attempt} resumed attempts: {e}"
+                                "the transfer failed after {have} bytes and {attempt} resumed attempts: {why}"
                             ),
                         });
                     }

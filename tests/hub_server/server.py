@@ -230,7 +230,7 @@ class Handler(BaseHTTPRequestHandler):
             if self.origin == "cdn":
                 return self.cdn_route()
             return self.main_route()
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:  # the client went away (timeouts, refused bodies)
             pass
 
     def main_route(self):

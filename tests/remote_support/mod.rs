@@ -384,3 +384,62 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// tests/hub_server/fake_registry.py: a read-only registry over a store's OCI layout, with a
+/// Bearer challenge, blob redirects to a storage origin, and injected faults.
+pub struct FakeRegistry {
+    pub addr: String,
+    child: Child,
+}
+
+impl FakeRegistry {
+    pub fn start(layout: &Path, creds: Option<(&str, &str)>) -> FakeRegistry {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hub_server/fake_registry.py");
+        let mut c = Command::new("python3");
+        c.arg(&script).args(["--layout", layout.to_str().unwrap()]);
+        if let Some((u, p)) = creds {
+            c.args(["--user", u, "--password", p]);
+        }
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(line.strip_prefix("READY ").unwrap()).unwrap();
+        FakeRegistry {
+            addr: v["addr"].as_str().unwrap().to_string(),
+            child,
+        }
+    }
+
+    pub fn faults(&self, faults: serde_json::Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+        agent
+            .post(format!("http://{}/_control/faults", self.addr))
+            .send(faults.to_string().as_bytes())
+            .unwrap();
+    }
+
+    pub fn log(&self) -> serde_json::Value {
+        let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+        let mut r = agent
+            .get(format!("http://{}/_control/log", self.addr))
+            .call()
+            .unwrap();
+        serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap()
+    }
+}
+
+impl Drop for FakeRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -499,7 +499,7 @@ impl OciClient {
             return Err(RemoteError::integrity(
                 &url,
                 format!(
-                    "blob {digest}: the bytes received are not that blob ({} bytes, digest {})",
+                    "blob {digest}: received {} bytes hashing to {}",
                     bytes.len(),
                     Digest::of(&bytes)
                 ),
@@ -708,9 +708,11 @@ pub fn pull(
     let config_digest = manifest.config.checked_digest(&shown)?;
     let config_bytes = client.get_small_blob(&config_digest, manifest.config.size)?;
     ModelConfig::parse(&shown, &config_bytes)?;
-    let (mut downloaded, mut present) = (0, 0);
+    // every layer is downloaded and verified into the store's temp space before any is moved
+    // into place, so a failure leaves nothing behind (the temp files go with `staged`)
+    let (mut staged, mut present) = (Vec::new(), 0);
     for (title, d, size) in manifest.files() {
-        if store.has_blob(&d, size) {
+        if store.has_blob(&d, size) || staged.iter().any(|(_, s)| s == &d) {
             present += 1;
             continue;
         }
@@ -724,8 +726,11 @@ pub fn pull(
         let r = client.download_blob(&d, size, tmp.as_file_mut(), progress);
         progress.finish();
         r?;
+        staged.push((tmp, d));
+    }
+    let downloaded = staged.len();
+    for (tmp, d) in staged {
         store.install_blob(tmp, &d)?;
-        downloaded += 1;
     }
     store.write_blob_bytes(&config_bytes)?;
     store.write_blob_bytes(&manifest_bytes)?;
