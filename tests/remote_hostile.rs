@@ -373,3 +373,151 @@ fn oci_status_errors_and_stalls() {
     assert_store_clean(&env2);
     let _ = &mut env;
 }
+
+#[test]
+fn hostile_listings_and_headers_are_refused() {
+    let Some((hub, env)) = hub_with_plain(&[]) else {
+        return;
+    };
+    let rev = "/api/models/alice/plain/revision/main";
+    hub.faults(json!([{"match": rev, "kind": "huge-json", "bytes": 70 << 20, "times": 1}]));
+    pull_fails(&env, "reply larger than");
+    let (commit, _) = {
+        let v: serde_json::Value =
+            serde_json::from_str(&env.loratool_ok(&["pull", "hf://alice/plain", "--json"]))
+                .unwrap();
+        (v["commit"].as_str().unwrap().to_string(), ())
+    };
+    let cache_before = files_under(&env.cache());
+    let tree = format!("/api/models/alice/plain/tree/{commit}");
+    hub.faults(json!([{"match": tree, "kind": "json", "body": [
+        {"type": "file", "path": "../../../escape.safetensors", "size": 4, "oid": "0"}], "times": 1}]));
+    pull_fails(&env, "not a safe repository path");
+    hub.faults(json!([{"match": rev, "kind": "json", "body": {"sha": "../../x"}, "times": 1}]));
+    pull_fails(&env, "not a 40-hex commit");
+    hub.faults(
+        json!([{"match": "/resolve/", "method": "HEAD", "kind": "status", "status": 200,
+        "headers": {"X-Repo-Commit": commit, "ETag": "\"../../../../etc/x\""}, "times": 1}]),
+    );
+    // the blobs are cached already, so only a fresh cache asks for the metadata
+    let mut fresh = Env::new(&hub.endpoint);
+    fresh.set("HF_TOKEN", WRITE_TOKEN);
+    let o = fresh.loratool(&["pull", "hf://alice/plain"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("is neither a git SHA-1 nor a sha256"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(files_under(&env.cache()), cache_before);
+    assert!(!env.dir.path().join("escape.safetensors").exists());
+}
+
+/// Wait until `cond` holds (or panic after 20 s).
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn spawn_loratool(env: &Env, args: &[&str]) -> std::process::Child {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_loratool"));
+    c.env_remove("HF_TOKEN");
+    for (k, v) in &env.vars {
+        c.env(k, v);
+    }
+    c.args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_killed_hub_download_leaves_only_a_resumable_incomplete_file() {
+    let Some((hub, env)) = hub_with_plain(&[]) else {
+        return;
+    };
+    hub.faults(json!([{"origin": "cdn-body", "match": "/lfs/", "kind": "stall", "seconds": 30, "times": 1}]));
+    let mut child = spawn_loratool(&env, &["pull", "hf://alice/plain"]);
+    let blobs = env.cache().join("models--alice--plain/blobs");
+    let weights = std::fs::read(fixture("peft/plain/adapter_model.safetensors")).unwrap();
+    let sha = sha256_hex(&weights);
+    let partial = blobs.join(format!("{sha}.incomplete"));
+    wait_for("the partial download", || {
+        std::fs::metadata(&partial).is_ok_and(|m| m.len() as usize == weights.len() / 2)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !blobs.join(&sha).exists(),
+        "a blob path holds partial content"
+    );
+    let snaps = env.cache().join("models--alice--plain/snapshots");
+    assert!(files_under(&snaps)
+        .iter()
+        .all(|p| !p.ends_with("adapter_model.safetensors")));
+    // the next pull resumes from the partial file and checks the whole
+    hub.reset();
+    let v: serde_json::Value =
+        serde_json::from_str(&env.loratool_ok(&["pull", "hf://alice/plain", "--json"])).unwrap();
+    let got =
+        std::fs::read(Path::new(v["path"].as_str().unwrap()).join("adapter_model.safetensors"))
+            .unwrap();
+    assert_eq!(got, weights);
+    assert!(!partial.exists());
+    let (log, _) = hub.log();
+    assert!(
+        log.iter()
+            .any(|r| r["origin"] == "cdn" && r["range"] == format!("bytes={}-", weights.len() / 2)),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn a_killed_oci_pull_leaves_nothing_in_the_store_but_temp_files_gc_removes() {
+    let Some((reg, env, _)) = registry_with_plain(None) else {
+        return;
+    };
+    let weights =
+        sha256_hex(&std::fs::read(fixture("peft/plain/adapter_model.safetensors")).unwrap());
+    let m = format!("/data/sha256:{weights}");
+    reg.faults(
+        json!([{"origin": "storage", "match": m, "kind": "stall", "seconds": 30, "times": 100}]),
+    );
+    let mut child = spawn_loratool(
+        &env,
+        &["pull", &format!("oci://{}/team/plain:v1", reg.addr)],
+    );
+    let tmp = env.store().join("tmp");
+    wait_for("a staged blob", || {
+        files_under(&tmp)
+            .iter()
+            .any(|p| p.to_string_lossy().starts_with("pull-"))
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(files_under(&env.store().join("blobs/sha256")).is_empty());
+    let index = std::fs::read_to_string(env.store().join("index.json")).unwrap();
+    assert!(!index.contains("team/plain"));
+    // gc removes temp files once they are old enough not to belong to a running writer
+    for rel in files_under(&tmp) {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(tmp.join(rel))
+            .unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86_400);
+        f.set_modified(old).unwrap();
+    }
+    env.loratool_ok(&["gc"]);
+    assert!(
+        files_under(&tmp).is_empty(),
+        "gc left {:?}",
+        files_under(&tmp)
+    );
+}

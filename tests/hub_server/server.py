@@ -191,6 +191,26 @@ class Handler(BaseHTTPRequestHandler):
             self.error(f["status"], f.get("code"), f.get("message", "injected"),
                        f.get("headers"))
             return "done"
+        if f["kind"] == "json":
+            # a crafted reply: any status, headers and JSON body (hostile listings)
+            self.read_body()
+            self.send(f.get("status", 200), f.get("body", {}), f.get("headers"))
+            return "done"
+        if f["kind"] == "huge-json":
+            self.read_body()
+            n = int(f.get("bytes", 65 << 20))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(n + 2))
+            self.end_headers()
+            self.wfile.write(b"[")
+            block = b" " * (1 << 20)
+            left = n
+            while left > 0:
+                self.wfile.write(block[:min(left, len(block))])
+                left -= min(left, len(block))
+            self.wfile.write(b"]")
+            return "done"
         return f
 
     def repo_or_error(self, repo_id, write=False):
