@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::remote_progress::Bars;
 use crate::adapter::Format;
-use crate::registry::{parse_format, Reference, Store};
+use crate::registry::{parse_format, Reference};
 use crate::remote::hub::{self, HubConfig, PushOptions};
 use crate::remote::oci::{self, auth::Credentials, OciOptions};
 use crate::remote::source::{prepare, PushInput};
@@ -154,22 +154,14 @@ pub fn run(args: PushArgs) -> Result<()> {
                 bail!("--to converts for Hub pushes; an OCI push sends the stored artifact unchanged (convert with `loratool convert ... --save` first)");
             }
             let opts = args.registry.options()?;
-            // a path is added to a temporary store first, so what is pushed is a store artifact
-            let tmp;
-            let (store, reference) = match as_store_ref(&args.source) {
-                Some(r) => (super::registry::open_store()?, r),
-                None => {
-                    tmp = tempfile::tempdir().context("creating a temporary store")?;
-                    let store = Store::open(tmp.path())?;
-                    let r = oci::default_save_name(&o)?;
-                    store
-                        .add_path(std::path::Path::new(&args.source), &r, None, None)
-                        .with_context(|| format!("reading {}", args.source))?;
-                    (store, r)
+            let report = match as_store_ref(&args.source) {
+                Some(r) => {
+                    let store = super::registry::open_store()?;
+                    oci::push(&store, &r, &o, &opts, &bars)
                 }
-            };
-            let report = oci::push(&store, &reference, &o, &opts, &bars)
-                .with_context(|| format!("pushing {} to {o}", args.source))?;
+                None => oci::push_path(std::path::Path::new(&args.source), &o, &opts, &bars),
+            }
+            .with_context(|| format!("pushing {} to {o}", args.source))?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -210,6 +210,8 @@ pub struct Request<'a> {
     /// Retry on 408/429/5xx and dropped connections. Off for requests that must not run twice
     /// (a commit whose answer was lost would otherwise be made twice).
     pub retry: bool,
+    /// Told about each block of a `Body::File` as it is sent.
+    pub upload_progress: Option<&'a dyn super::Progress>,
 }
 
 impl<'a> Request<'a> {
@@ -222,7 +224,12 @@ impl<'a> Request<'a> {
             body: Body::Empty,
             redirects: Redirects::Follow,
             retry: true,
+            upload_progress: None,
         }
+    }
+    pub fn upload_progress(mut self, p: &'a dyn super::Progress) -> Self {
+        self.upload_progress = Some(p);
+        self
     }
     pub fn get(url: impl Into<String>) -> Request<'a> {
         Request::new(Method::GET, url)
@@ -472,7 +479,10 @@ impl Http {
                 let mut f: &File = file;
                 f.seek(SeekFrom::Start(*offset))
                     .map_err(|e| SendError::Other(RemoteError::io("<upload source>", e)))?;
-                let mut reader = f.take(*len);
+                let mut reader = Counting {
+                    inner: f.take(*len),
+                    progress: req.upload_progress,
+                };
                 let r = builder
                     .header("content-length", len.to_string())
                     .body(ureq::SendBody::from_reader(&mut reader))
@@ -644,6 +654,22 @@ impl Http {
                 }
             }
         }
+    }
+}
+
+/// A reader that reports the bytes read from it.
+struct Counting<'p, R> {
+    inner: R,
+    progress: Option<&'p dyn super::Progress>,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(p) = self.progress {
+            p.advance(n as u64);
+        }
+        Ok(n)
     }
 }
 

@@ -498,11 +498,13 @@ fn upload_one(client: &HubClient, u: &Upload, up: &Action, progress: &dyn Progre
     });
     let Some(chunk_size) = chunk_size else {
         // basic: one PUT of the whole file to a self-authorising (presigned) href, no token
-        let req = Request::new(Method::PUT, up.href.clone()).body(Body::File {
-            file: &file,
-            offset: 0,
-            len: u.size,
-        });
+        let req = Request::new(Method::PUT, up.href.clone())
+            .body(Body::File {
+                file: &file,
+                offset: 0,
+                len: u.size,
+            })
+            .upload_progress(progress);
         let reply = client.http().send(&req)?;
         if !(200..300).contains(&reply.status) {
             return Err(RemoteError::Status {
@@ -512,7 +514,6 @@ fn upload_one(client: &HubClient, u: &Upload, up: &Action, progress: &dyn Progre
             });
         }
         reply.discard();
-        progress.advance(u.size);
         return Ok(());
     };
     // multipart: numbered part URLs, one PUT per chunk, then a completion POST with the ETags

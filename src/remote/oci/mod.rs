@@ -632,6 +632,24 @@ pub fn push(
     })
 }
 
+/// Push an adapter that is not in the store: it is added to a temporary store first (so what
+/// goes up is a store artifact, and the user's store is not touched), then pushed.
+pub fn push_path(
+    path: &std::path::Path,
+    dest: &OciRef,
+    opts: &OciOptions,
+    progress: &dyn Progress,
+) -> Result<OciPushReport> {
+    let tmp = tempfile::Builder::new()
+        .prefix("loratool-push-")
+        .tempdir()
+        .map_err(|e| RemoteError::io(std::env::temp_dir(), e))?;
+    let store = Store::open(tmp.path())?;
+    let reference = default_save_name(dest)?;
+    store.add_path(path, &reference, None, None)?;
+    push(&store, &reference, dest, opts, progress)
+}
+
 /// What a pull did.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct OciPullReport {
