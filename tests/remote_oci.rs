@@ -233,3 +233,57 @@ fn a_path_is_pushed_through_a_temporary_store() {
     let out = env.loratool_ok(&["pull", &dest]);
     assert!(out.contains("x/dora:v1"), "{out}");
 }
+
+#[test]
+fn a_server_that_is_not_a_registry_is_named_as_such() {
+    if !require(
+        "python3",
+        Command::new("python3")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "python3",
+    ) {
+        return;
+    }
+    let www = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut plain = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(www.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let env = Env::new("http://127.0.0.1:9");
+    let o = env.loratool(&["pull", &format!("oci://127.0.0.1:{port}/a/b:c")]);
+    env.loratool_ok(&[
+        "add",
+        fixture("peft/plain").to_str().unwrap(),
+        "--name",
+        "a/b:c",
+    ]);
+    let p = env.loratool(&["push", "a/b:c", &format!("oci://127.0.0.1:{port}/a/b:c")]);
+    let _ = plain.kill();
+    let _ = plain.wait();
+    for o in [o, p] {
+        assert!(!o.status.success());
+        assert!(
+            stderr(&o).contains("is this an OCI registry?"),
+            "{}",
+            stderr(&o)
+        );
+    }
+}
