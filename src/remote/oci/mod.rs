@@ -271,7 +271,12 @@ impl OciClient {
             )?;
             *self.auth.borrow_mut() = Some(secret);
         }
-        unreachable!("the loop returns in its second round")
+        // the second round always returns above; answer like a refusal if it ever does not
+        Err(RemoteError::Unauthorized {
+            server: self.server.clone(),
+            detail: String::new(),
+            fix: "the registry kept asking for authentication".into(),
+        })
     }
 
     /// Map a non-success status to an error.
