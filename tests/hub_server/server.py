@@ -315,7 +315,7 @@ class Handler(BaseHTTPRequestHandler):
             if repo_id in STATE.repos:
                 return self.send(409, {"error": "You already created this model repo", "url": url})
             private = body.get("visibility") == "private" or bool(body.get("private"))
-            repo = {"private": private, "branches": {}, "commits": {}}
+            repo = {"private": private, "branches": {}, "commits": {}, "lfs": set()}
             attrs = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.gguf filter=lfs diff=lfs merge=lfs -text\n"
             sha = git_sha1(attrs)
             STATE.put_object(sha, attrs)
@@ -419,7 +419,8 @@ class Handler(BaseHTTPRequestHandler):
         body = json.loads(self.read_body() or b"{}")
         if not self.require_write():
             return
-        if self.repo_or_error(repo_id, write=True) is None:
+        repo = self.repo_or_error(repo_id, write=True)
+        if repo is None:
             return
         objects, multipart = [], False
         for o in body.get("objects", []):
@@ -427,7 +428,9 @@ class Handler(BaseHTTPRequestHandler):
             if not re.fullmatch(r"[0-9a-f]{64}", oid):
                 objects.append({"oid": oid, "size": size, "error": {"code": 422, "message": "bad oid"}})
                 continue
-            if os.path.exists(STATE.obj_path(oid)):
+            # LFS objects belong to a repository, as on the Hub: content another repo holds
+            # is uploaded again
+            if oid in repo["lfs"] and os.path.exists(STATE.obj_path(oid)):
                 objects.append({"oid": oid, "size": size})
                 continue
             sig = secrets.token_hex(8)
@@ -494,6 +497,7 @@ class Handler(BaseHTTPRequestHandler):
                     if not os.path.exists(p):
                         return self.error(400, None, f"LFS object {v['oid']} was not uploaded")
                     files[path] = {"lfs": True, "key": v["oid"], "size": os.path.getsize(p)}
+                    repo["lfs"].add(v["oid"])
                 elif key == "deletedFile":
                     files.pop(path, None)
             new = STATE.new_commit(repo, oid, files, summary)

@@ -199,7 +199,8 @@ impl Upload {
             .map_err(|e| RemoteError::io(&local, e))?
             .len();
         let mut f = File::open(&local).map_err(|e| RemoteError::io(&local, e))?;
-        let mut h = http::Hasher::new(Some(size));
+        // the git SHA-1 is only the oid of regular files, which are never over 10 MiB
+        let mut h = http::Hasher::new((size <= MAX_INLINE_BYTES).then_some(size));
         h.update_from(&mut f)
             .map_err(|e| RemoteError::io(&local, e))?;
         let (sha256, git) = h.finish();
