@@ -470,3 +470,24 @@ fn errors_name_the_problem_and_the_fix() {
     let _ = plain.wait();
     assert!(e.contains("is HF_ENDPOINT a Hugging Face Hub?"), "{e}");
 }
+
+#[test]
+fn a_gguf_adapter_is_pushed_as_is() {
+    if !have_huggingface_hub() {
+        return;
+    }
+    let hub = HubServer::start(&[]);
+    let mut env = Env::new(&hub.endpoint);
+    env.set("HF_TOKEN", WRITE_TOKEN);
+    // a llama GGUF adapter cannot be read without its base (q/k permutation), but it can be sent
+    let src = fixture("gguf/plain-f16.gguf");
+    env.loratool_ok(&["push", src.to_str().unwrap(), "hf://acme/gguf"]);
+    let snap = env.python_ok(SNAPSHOT, &["acme/gguf"]);
+    let snap = Path::new(snap.trim());
+    assert_eq!(read(&snap.join("plain-f16.gguf")), read(&src));
+    let card = String::from_utf8(read(&snap.join("README.md"))).unwrap();
+    assert!(
+        card.contains("- \"gguf\"") && !card.contains("library_name"),
+        "{card}"
+    );
+}

@@ -62,13 +62,28 @@ pub fn prepare(input: PushInput<'_>, to: Option<Format>) -> Result<Prepared> {
             (p, format, None, None, shown)
         }
     };
-    let adapter = read_adapter(&path, Some(format), ReadOptions { skip_unknown: true })?;
-    let license = ["modelspec.license", "ss_license", "license"]
-        .iter()
-        .find_map(|k| adapter.meta.source_metadata.get(*k).cloned())
-        .filter(|l| !l.trim().is_empty());
     let target = to.unwrap_or(format);
-    let mut info = describe(&adapter, target);
+    // the files go up as they are unless converted: reading them only describes them for the
+    // card, so a file loratool cannot read alone (a llama GGUF adapter needs its base model to
+    // undo the q/k permutation) is still pushed, with what the store recorded
+    let adapter = match read_adapter(&path, Some(format), ReadOptions { skip_unknown: true }) {
+        Ok(a) => Some(a),
+        Err(_) if target == format => None,
+        Err(e) => return Err(e.into()),
+    };
+    let license = adapter.as_ref().and_then(|a| {
+        ["modelspec.license", "ss_license", "license"]
+            .iter()
+            .find_map(|k| a.meta.source_metadata.get(*k).cloned())
+            .filter(|l| !l.trim().is_empty())
+    });
+    let mut info = match &adapter {
+        Some(a) => describe(a, target),
+        None => stored_info.clone().unwrap_or_else(|| AdapterInfo {
+            format: format.name().to_string(),
+            ..AdapterInfo::default()
+        }),
+    };
     if let Some(s) = &stored_info {
         info.lineage = s.lineage.clone();
         info.created = s.created.clone();
@@ -92,10 +107,15 @@ pub fn prepare(input: PushInput<'_>, to: Option<Format>) -> Result<Prepared> {
             }
         };
         let none = |_: u64| {};
+        let Some(adapter) = &adapter else {
+            return Err(RemoteError::Invalid(format!(
+                "{source}: cannot read it to convert"
+            )));
+        };
         match target {
-            Format::Peft => crate::adapter::peft::write(&adapter, &out, &none)?,
-            Format::Diffusers => crate::adapter::diffusers::write(&adapter, &out, &none)?,
-            _ => crate::adapter::kohya::write(&adapter, &out, &none)?,
+            Format::Peft => crate::adapter::peft::write(adapter, &out, &none)?,
+            Format::Diffusers => crate::adapter::diffusers::write(adapter, &out, &none)?,
+            _ => crate::adapter::kohya::write(adapter, &out, &none)?,
         };
         keep.push(dir);
         (out, target)

@@ -7,7 +7,7 @@ use super::super::error::{RemoteError, Result};
 use super::super::http::{self, Hasher, Redirects, Request};
 use super::super::{LocalAdapter, Progress, Provenance};
 use super::cache::{normalize_etag, valid_etag, HubCache};
-use super::{is_commit, is_sha256_hex, Ctx, HubClient, HubConfig, HubRef, TreeEntry};
+use super::{is_sha256_hex, Ctx, HubClient, HubConfig, HubRef, TreeEntry};
 use std::path::{Path, PathBuf};
 use ureq::http::Method;
 
@@ -401,7 +401,6 @@ fn download_file(
     drop(file);
     std::fs::rename(&partial, &blob).map_err(|e| RemoteError::io(&blob, e))?;
     std::mem::forget(guard);
-    debug_assert!(is_commit(commit));
     cache.link(repo, commit, path, &etag)
 }
 

@@ -9,8 +9,7 @@ use super::error::{RemoteError, Result};
 use super::http::{self, Body, Hasher, Http, HttpConfig, Reply, Request, Secret};
 use super::Progress;
 use crate::registry::manifest::{
-    Manifest, ModelConfig, ANNOTATION_REF_NAME, MAX_MANIFEST_BYTES, MEDIA_TYPE_MANIFEST,
-    MEDIA_TYPE_MODEL_CONFIG,
+    Manifest, ModelConfig, MAX_MANIFEST_BYTES, MEDIA_TYPE_MANIFEST, MEDIA_TYPE_MODEL_CONFIG,
 };
 use crate::registry::{Digest, Reference, Store};
 use auth::Credentials;
@@ -766,7 +765,6 @@ pub fn pull(
         manifest_bytes.len() as u64,
         annotations,
     )?;
-    debug_assert!(ANNOTATION_REF_NAME.contains("ref.name"));
     Ok(OciPullReport {
         reference: src.to_string(),
         saved_as: ref_name,
