@@ -574,6 +574,23 @@ mod tests {
     }
 
     #[test]
+    fn a_token_never_goes_over_plain_http_to_another_host() {
+        let config = |endpoint: &str| HubConfig {
+            endpoint: endpoint.into(),
+            token: Some(Secret::bearer("hf_x")),
+            cache: PathBuf::from("/nonexistent"),
+            offline: false,
+            http: HttpConfig::default(),
+        };
+        assert!(HubClient::new(config("http://hub.example")).is_err());
+        assert!(HubClient::new(config("http://127.0.0.1:8080")).is_ok());
+        let c = HubClient::new(config("https://hub.example")).unwrap();
+        assert!(c.auth_for("https://hub.example/api/x").is_some());
+        assert!(c.auth_for("https://cdn.example/x").is_none());
+        assert!(c.auth_for("http://hub.example/x").is_none());
+    }
+
+    #[test]
     fn loopback_hosts() {
         assert!(is_loopback_url("http://127.0.0.1:9/x"));
         assert!(is_loopback_url("http://localhost:9/x"));

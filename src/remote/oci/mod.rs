@@ -809,6 +809,24 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_only_for_loopback_or_when_asked() {
+        let opts = OciOptions::default();
+        let c = |s: &str, o: &OciOptions| {
+            OciClient::new(&OciRef::parse(s).unwrap(), o, false)
+                .unwrap()
+                .base
+        };
+        assert!(c("oci://registry.example/a:b", &opts).starts_with("https://"));
+        assert!(c("oci://127.0.0.1:5000/a:b", &opts).starts_with("http://"));
+        assert!(c("oci://[::1]:5000/a:b", &opts).starts_with("http://"));
+        let plain = OciOptions {
+            plain_http: true,
+            ..OciOptions::default()
+        };
+        assert!(c("oci://registry.example/a:b", &plain).starts_with("http://"));
+    }
+
+    #[test]
     fn default_names_come_from_the_last_two_components() {
         let r = OciRef::parse("oci://h:1/org/team/style:v2").unwrap();
         assert_eq!(default_save_name(&r).unwrap().to_string(), "team/style:v2");
