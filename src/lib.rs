@@ -17,6 +17,7 @@ pub mod named;
 pub mod ops;
 pub mod quant;
 pub mod registry;
+pub mod remote;
 pub mod tensor;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

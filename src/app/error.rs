@@ -12,6 +12,9 @@ pub enum AppError {
     #[error(transparent)]
     Store(#[from] crate::registry::RegistryError),
 
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
+
     /// An input argument that is neither an existing file or directory nor a reference the
     /// store could resolve.
     #[error("{input} is not an existing file or directory, nor a registry reference: {reason}")]

@@ -8,6 +8,8 @@ use crate::adapter::codec::{detect_format, read_adapter, ReadContext};
 use crate::adapter::gguf::GgufBase;
 use crate::adapter::{Adapter, Format, ReadOptions};
 use crate::registry::{Digest, Materialised, Reference};
+use crate::remote::resolve::{fetch_input, Fetched};
+use crate::remote::RemoteRef;
 use std::path::{Path, PathBuf};
 
 /// An input as the user named it.
@@ -15,12 +17,18 @@ use std::path::{Path, PathBuf};
 pub enum InputRef {
     Path(PathBuf),
     Store(Reference),
+    /// `hf://owner/name[@rev][/subfolder]` or `oci://host/repository:tag`.
+    Remote(RemoteRef),
 }
 
 impl InputRef {
-    /// An existing file or directory wins; otherwise text with `:` or `@` is a registry
-    /// reference; anything else is a path (which then fails to open, naming it).
+    /// `hf://` and `oci://` are remote references; otherwise an existing file or directory
+    /// wins; otherwise text with `:` or `@` is a registry reference; anything else is a path
+    /// (which then fails to open, naming it).
     pub fn parse(text: &str) -> Result<InputRef> {
+        if let Some(remote) = RemoteRef::parse(text) {
+            return Ok(InputRef::Remote(remote?));
+        }
         let path = Path::new(text);
         if path.exists() || !(text.contains(':') || text.contains('@')) {
             return Ok(InputRef::Path(path.to_path_buf()));
@@ -43,6 +51,7 @@ impl InputRef {
         match self {
             InputRef::Path(p) => p.display().to_string(),
             InputRef::Store(r) => r.to_string(),
+            InputRef::Remote(r) => r.to_string(),
         }
     }
 }
@@ -54,6 +63,11 @@ pub enum Provenance {
     Store { reference: String, digest: Digest },
     /// A path outside the store.
     Path(PathBuf),
+    /// A Hub adapter fetched into the Hugging Face cache: the reference pinned to the commit,
+    /// and its files there.
+    Hub { pinned: String, files: Vec<PathBuf> },
+    /// An OCI artifact pulled into the store: the reference pinned to the manifest digest.
+    Oci { pinned: String, digest: Digest },
 }
 
 /// An input resolved to files the readers can open. A stored adapter is laid out in a temp
@@ -65,6 +79,14 @@ pub struct Located {
     pub provenance: Provenance,
     pub label: String,
     _materialised: Option<Materialised>,
+}
+
+impl Located {
+    /// The temp directory a stored adapter was laid out in, for a caller that keeps using
+    /// its files after this is gone.
+    pub fn into_temp_dir(self) -> Option<tempfile::TempDir> {
+        self._materialised.map(|m| m.dir)
+    }
 }
 
 /// How to read an adapter input.
@@ -103,23 +125,63 @@ impl Session<'_> {
                 label: p.display().to_string(),
                 _materialised: None,
             }),
-            InputRef::Store(reference) => {
-                let store = self.store()?;
-                let resolved = store.resolve(reference)?;
-                let m = store
-                    .materialise(&resolved)
-                    .with_context(|| format!("reading {reference} from the store"))?;
-                Ok(Located {
-                    path: m.read_path.clone(),
-                    format: m.format,
-                    provenance: Provenance::Store {
-                        reference: reference.to_string(),
-                        digest: resolved.digest,
-                    },
-                    label: reference.to_string(),
-                    _materialised: Some(m),
-                })
-            }
+            InputRef::Store(reference) => self.locate_stored(reference, None),
+            InputRef::Remote(remote) => self.locate_remote(remote),
+        }
+    }
+
+    /// Lay out a stored adapter; `remote` names where it was pulled from.
+    fn locate_stored(&self, reference: &Reference, remote: Option<String>) -> Result<Located> {
+        let store = self.store()?;
+        let resolved = store.resolve(reference)?;
+        let m = store
+            .materialise(&resolved)
+            .with_context(|| format!("reading {reference} from the store"))?;
+        let provenance = match &remote {
+            Some(pinned) => Provenance::Oci {
+                pinned: pinned.clone(),
+                digest: resolved.digest,
+            },
+            None => Provenance::Store {
+                reference: reference.to_string(),
+                digest: resolved.digest,
+            },
+        };
+        Ok(Located {
+            path: m.read_path.clone(),
+            format: m.format,
+            provenance,
+            label: remote.unwrap_or_else(|| reference.to_string()),
+            _materialised: Some(m),
+        })
+    }
+
+    /// Fetch a Hub adapter into the Hugging Face cache, or pull an OCI artifact into the store
+    /// (under the name its repository gives), and locate it there.
+    fn locate_remote(&self, remote: &RemoteRef) -> Result<Located> {
+        let bars = super::remote::Bars::new(self.observer());
+        let open = || {
+            self.store().map_err(|e| match e {
+                AppError::Store(s) => s,
+                other => crate::registry::RegistryError::Invalid(other.to_string()),
+            })
+        };
+        match fetch_input(remote, None, &open, &bars)
+            .with_context(|| format!("fetching {remote}"))?
+        {
+            Fetched::Local(local) => Ok(Located {
+                path: local.path.clone(),
+                format: None,
+                provenance: Provenance::Hub {
+                    pinned: local.provenance.pinned.clone(),
+                    files: local.files.clone(),
+                },
+                label: remote.to_string(),
+                _materialised: None,
+            }),
+            Fetched::Stored {
+                reference, pinned, ..
+            } => self.locate_stored(&reference, Some(pinned)),
         }
     }
 

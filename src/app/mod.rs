@@ -19,6 +19,7 @@ pub mod input;
 pub mod merge;
 pub mod output;
 pub mod quantize;
+pub mod remote;
 pub mod resize;
 mod session;
 pub mod store;

@@ -16,6 +16,8 @@ pub enum Unit {
 /// A running progress counter; finished when dropped.
 pub trait Progress: Send + Sync {
     fn advance(&self, n: u64);
+    /// Take back `n` units (a download that restarts from zero).
+    fn rewind(&self, _n: u64) {}
 }
 
 impl Progress for () {

@@ -128,6 +128,22 @@ pub(super) fn lineage_input(source: &Provenance) -> Result<LineageInput> {
                 source: p.display().to_string(),
             }
         }
+        Provenance::Hub { pinned, files } => {
+            let files: Vec<SourceFile> = files
+                .iter()
+                .map(|p| SourceFile::named_as_is(p).map_err(AppError::from))
+                .collect::<Result<_>>()?;
+            LineageInput {
+                kind: "hub".into(),
+                digest: files_digest(&files)?.to_string(),
+                source: pinned.clone(),
+            }
+        }
+        Provenance::Oci { pinned, digest } => LineageInput {
+            kind: "manifest".into(),
+            digest: digest.to_string(),
+            source: pinned.clone(),
+        },
     })
 }
 

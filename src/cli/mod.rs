@@ -5,7 +5,7 @@
 //!
 //! One file per command group: `info`, `convert`, `resize` (with the rank arguments extract
 //! shares), `merge`, `quantize`, `bake`, `extract`, `registry` (add, list, show, tag, rm, gc,
-//! verify, export); `args` holds shared argument groups and value parsers, `progress` the
+//! verify, export), `push`, `pull`; `args` holds shared argument groups and value parsers, `progress` the
 //! terminal observer, `fmt` number formatting.
 
 mod args;
@@ -16,6 +16,8 @@ mod fmt;
 mod info;
 mod merge;
 mod progress;
+mod pull;
+mod push;
 mod quantize;
 mod registry;
 mod resize;
@@ -69,6 +71,10 @@ enum Command {
     Verify(registry::VerifyArgs),
     /// Copy a stored adapter's files out, or convert it.
     Export(registry::ExportArgs),
+    /// Upload an adapter to the Hugging Face Hub (hf://) or an OCI registry (oci://).
+    Push(push::PushArgs),
+    /// Download an adapter from the Hugging Face Hub (hf://) or an OCI registry (oci://).
+    Pull(pull::PullArgs),
 }
 
 /// Parse the command line, run the command, and return the process exit code.
@@ -99,6 +105,8 @@ pub fn run() -> i32 {
         Command::Gc(a) => registry::gc(&session, a),
         Command::Verify(a) => registry::verify(&session, a),
         Command::Export(a) => registry::export(&session, a),
+        Command::Push(a) => push::run(&session, a),
+        Command::Pull(a) => pull::run(&session, a),
     };
     match result {
         Ok(()) => 0,

@@ -12,6 +12,9 @@ impl Progress for Bar {
     fn advance(&self, n: u64) {
         self.0.inc(n);
     }
+    fn rewind(&self, n: u64) {
+        self.0.set_position(self.0.position().saturating_sub(n));
+    }
 }
 
 impl Drop for Bar {

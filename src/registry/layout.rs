@@ -208,6 +208,26 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Whether a blob file is present with `size` bytes (its content is `verify`'s to check).
+    pub fn has_blob(&self, digest: &Digest, size: u64) -> bool {
+        std::fs::metadata(self.blob_path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// Move a temp file (created in [`Store::tmp_dir`]) whose content the caller has verified
+    /// to be `digest` into place: fsync, rename, fsync the directory.
+    pub fn install_blob(&self, tmp: tempfile::NamedTempFile, digest: &Digest) -> Result<()> {
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| RegistryError::io(tmp.path(), e))?;
+        let dest = self.blob_path(digest);
+        tmp.persist(&dest)
+            .map_err(|e| RegistryError::io(&dest, e.error))?;
+        sync_dir(&self.blobs_dir());
+        Ok(())
+    }
+}
+
 /// Read a file, refusing more than `limit` bytes (store files are hostile input: no allocation
 /// sized by what they claim).
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {

@@ -469,6 +469,38 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Tag a manifest whose blobs the caller has put in the store (a pull), with extra
+    /// annotations on the index entry (where it came from). Under the lock, every blob the
+    /// manifest reaches must still be present: a `gc` between the blob writes and this call
+    /// would have removed them (see the module doc), and then the caller has to fetch again.
+    pub fn tag_manifest(
+        &self,
+        ref_name: &str,
+        digest: &Digest,
+        manifest: &Manifest,
+        size: u64,
+        annotations: IndexMap<String, String>,
+    ) -> Result<()> {
+        let _lock = self.lock_exclusive()?;
+        let config = manifest.config.checked_digest(&self.blob_path(digest))?;
+        let mut needed = vec![(digest.clone(), size), (config, manifest.config.size)];
+        needed.extend(manifest.files().into_iter().map(|(_, d, s)| (d, s)));
+        if let Some((d, _)) = needed.iter().find(|(d, s)| !self.has_blob(d, *s)) {
+            return Err(RegistryError::Invalid(format!(
+                "blob {d} vanished from the store before {ref_name} was tagged (a concurrent gc?); run the command again"
+            )));
+        }
+        let mut index = self.read_index()?;
+        set_tag(&mut index, ref_name, digest, size);
+        if let Some(entry) = index.manifests.last_mut() {
+            entry.annotations.extend(annotations);
+        }
+        self.write_index(&index)?;
+        Ok(())
+    }
+}
+
 /// Point `ref_name` at `digest` in `index`, replacing any previous entry for that tag.
 fn set_tag(index: &mut Index, ref_name: &str, digest: &Digest, size: u64) {
     index
