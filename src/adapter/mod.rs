@@ -11,6 +11,7 @@ pub mod diffusers;
 pub mod gguf;
 pub mod kohya;
 pub mod kohya_hash;
+pub mod lycoris;
 pub mod peft;
 pub mod peft_config;
 
@@ -222,6 +223,9 @@ pub struct AdapterMeta {
     pub source_metadata: IndexMap<String, String>,
     /// Things a reader skipped or changed, for the CLI to print.
     pub warnings: Vec<String>,
+    /// Layers converted from LyCORIS modules: canonical path → how (algorithm, factor ranks,
+    /// exact rank, truncation, scale rule).
+    pub lycoris: BTreeMap<String, lycoris::Origin>,
 }
 
 #[derive(Clone, Debug, Default)]
