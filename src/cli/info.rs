@@ -62,6 +62,8 @@ struct AdapterInfo {
     targets: BTreeMap<String, usize>,
     dora: usize,
     full_tensors: Vec<String>,
+    /// Layers converted from LyCORIS modules, grouped by algorithm.
+    lycoris: Vec<crate::adapter::lycoris::Summary>,
     warnings: Vec<String>,
 }
 
@@ -206,6 +208,7 @@ fn adapter_info(path: &Path, a: &Adapter) -> Result<AdapterInfo> {
         targets,
         dora: a.layers.values().filter(|l| l.magnitude.is_some()).count(),
         full_tensors: a.full.keys().cloned().collect(),
+        lycoris: crate::adapter::lycoris::summarize(&a.meta.lycoris),
         warnings: a.meta.warnings.clone(),
     })
 }
@@ -282,6 +285,35 @@ fn print_adapter(i: &AdapterInfo) {
     }
     if !i.full_tensors.is_empty() {
         println!("  full        {}", i.full_tensors.join(", "));
+    }
+    for g in &i.lycoris {
+        let variant = format!(
+            "{}{}{}",
+            g.algorithm,
+            if g.tucker { "+Tucker" } else { "" },
+            if g.dora { "+DoRA" } else { "" }
+        );
+        let ranks: Vec<String> = g
+            .exact_ranks
+            .iter()
+            .map(|(r, n)| format!("{r} ×{n}"))
+            .collect();
+        println!(
+            "  LyCORIS     {variant}: {} modules, exact LoRA rank {}; e.g. {}",
+            g.modules,
+            ranks.join(", "),
+            g.example
+        );
+        if g.truncated > 0 {
+            println!(
+                "              {} truncated (at most {:.3} % of ‖ΔW‖² dropped)",
+                g.truncated,
+                100.0 * g.max_dropped_energy
+            );
+        }
+        for n in &g.notes {
+            println!("              {n}");
+        }
     }
     super::print_warnings(&i.warnings);
 }

@@ -203,6 +203,55 @@ pub struct Converted {
     pub origin: Origin,
 }
 
+/// One line of `info`: the modules converted from one algorithm variant.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Summary {
+    pub algorithm: Algorithm,
+    pub tucker: bool,
+    pub dora: bool,
+    pub modules: usize,
+    /// exact LoRA rank → module count
+    pub exact_ranks: BTreeMap<usize, usize>,
+    /// The factor structure of the first such module.
+    pub example: String,
+    /// Modules truncated below their exact rank, and the largest relative energy dropped.
+    pub truncated: usize,
+    pub max_dropped_energy: f64,
+    pub notes: Vec<String>,
+}
+
+/// Group per-module origins by algorithm variant (for `info`).
+pub fn summarize(origins: &BTreeMap<String, Origin>) -> Vec<Summary> {
+    let mut groups: BTreeMap<(Algorithm, bool, bool), Summary> = BTreeMap::new();
+    for o in origins.values() {
+        let g = groups
+            .entry((o.algorithm, o.tucker, o.dora))
+            .or_insert_with(|| Summary {
+                algorithm: o.algorithm,
+                tucker: o.tucker,
+                dora: o.dora,
+                modules: 0,
+                exact_ranks: BTreeMap::new(),
+                example: o.factors.clone(),
+                truncated: 0,
+                max_dropped_energy: 0.0,
+                notes: Vec::new(),
+            });
+        g.modules += 1;
+        *g.exact_ranks.entry(o.exact_rank).or_default() += 1;
+        if let Some(t) = o.truncation {
+            g.truncated += 1;
+            g.max_dropped_energy = g.max_dropped_energy.max(t.dropped_energy);
+        }
+        if let Some(n) = &o.note {
+            if !g.notes.contains(n) {
+                g.notes.push(n.clone());
+            }
+        }
+    }
+    groups.into_values().collect()
+}
+
 /// A module's tensors by local name (see [`split_key`]).
 pub type ModuleTensors = BTreeMap<&'static str, Tensor>;
 
@@ -258,8 +307,13 @@ pub fn convert(module: &str, tensors: &ModuleTensors, opts: &Options) -> Result<
     Ok(converted)
 }
 
+/// Whether [`convert`] turns modules of this algorithm into LoRA.
+pub fn convertible(alg: Algorithm) -> bool {
+    matches!(alg, Algorithm::Locon | Algorithm::Loha | Algorithm::Lokr)
+}
+
 /// Why an algorithm has no canonical LoRA form.
-fn refusal(alg: Algorithm) -> String {
+pub fn refusal(alg: Algorithm) -> String {
     let why = match alg {
         Algorithm::Full => "stores the dense ΔW itself (`diff`), not low-rank factors; a LoRA of it would be an SVD approximation (bake it into the base model instead)",
         Algorithm::Norm => "trains a normalisation layer's weight and bias (`w_norm`, `b_norm`), which a LoRA cannot express",
