@@ -66,7 +66,12 @@ impl Dense {
     }
     fn rel_err(&self, want: &Dense) -> f64 {
         assert_eq!((self.rows, self.cols), (want.rows, want.cols), "shapes");
-        let num: f64 = self.v.iter().zip(&want.v).map(|(a, b)| (a - b) * (a - b)).sum();
+        let num: f64 = self
+            .v
+            .iter()
+            .zip(&want.v)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum();
         let den: f64 = want.v.iter().map(|b| b * b).sum();
         (num / den).sqrt()
     }
@@ -153,7 +158,10 @@ fn check_tiny(case: &str, want_alg: Algorithm) {
             Err(_) => delta(&c.layer),
         };
         let err = got.rel_err(&Dense::of(&want));
-        assert!(err < 1e-5, "{case} {name}: relative error {err} vs LyCORIS forward()");
+        assert!(
+            err < 1e-5,
+            "{case} {name}: relative error {err} vs LyCORIS forward()"
+        );
     }
 }
 
@@ -188,14 +196,17 @@ fn fixtures_cover_the_variants_they_claim() {
 #[test]
 fn input_axis_dora_is_refused_by_name() {
     let file = SafetensorsFile::open(&fixture("tiny_dora_input_axis.safetensors")).unwrap();
-    let reference = SafetensorsFile::open(&fixture("tiny_dora_input_axis.ref.safetensors")).unwrap();
+    let reference =
+        SafetensorsFile::open(&fixture("tiny_dora_input_axis.ref.safetensors")).unwrap();
     for (name, tensors) in modules(&file) {
         let want = reference.tensor(&format!("{name}.delta")).unwrap();
         let opts = Options {
             target: Some(target_of(&want)),
             ..Options::lycoris()
         };
-        let e = lycoris::convert(&name, &tensors, &opts).unwrap_err().to_string();
+        let e = lycoris::convert(&name, &tensors, &opts)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(&name) && e.contains("input column"), "{e}");
     }
 }
@@ -218,12 +229,19 @@ fn truncating_a_full_lokr_is_the_eckart_young_optimum() {
         for k in [1, 3, 8] {
             let opts = Options {
                 max_rank: Some(k),
-                target: Some(target_of(&reference.tensor(&format!("{name}.delta")).unwrap())),
+                target: Some(target_of(
+                    &reference.tensor(&format!("{name}.delta")).unwrap(),
+                )),
                 ..Options::lycoris()
             };
             let c = lycoris::convert(&name, &tensors, &opts).unwrap();
             let got = delta(&c.layer);
-            let err2: f64 = got.v.iter().zip(&want.v).map(|(a, b)| (a - b) * (a - b)).sum();
+            let err2: f64 = got
+                .v
+                .iter()
+                .zip(&want.v)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum();
             let optimum: f64 = sv.iter().skip(k).map(|x| x * x).sum();
             assert_eq!(c.layer.rank(), k);
             assert!(
@@ -285,12 +303,43 @@ fn peft_loha_and_lokr_directories_equal_peft_forward() {
             assert_eq!(adapter.meta.lycoris[path].algorithm, alg);
             let want = Dense::of(&reference.tensor(&format!("{path}.delta")).unwrap());
             let err = delta(layer).rel_err(&want);
-            assert!(err < 1e-5, "{case} {path}: relative error {err} vs PEFT forward()");
+            assert!(
+                err < 1e-5,
+                "{case} {path}: relative error {err} vs PEFT forward()"
+            );
         }
         if case == "peft_lokr_full" {
             // both factors full: PEFT's alpha/r (4/16) applies, and the origin says so
             let note = adapter.meta.lycoris["q"].note.clone().unwrap();
             assert!(note.contains("PEFT"), "{note}");
         }
+    }
+}
+
+#[test]
+fn converted_lycoris_written_as_kohya_is_plain_lora_with_the_same_delta() {
+    let adapter = read_adapter(
+        &fixture("sd15_lokr.safetensors"),
+        None,
+        ReadOptions::default(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("plain.safetensors");
+    loratool::adapter::kohya::write(&adapter, &out, &|_| {}).unwrap();
+    let file = SafetensorsFile::open(&out).unwrap();
+    // the source said lycoris.kohya with algo=lokr; the written file is plain LoRA
+    assert_eq!(file.metadata()["ss_network_module"], "networks.lora");
+    assert!(!file.metadata()["ss_network_args"].contains("lokr"));
+    assert!(file
+        .tensors()
+        .keys()
+        .all(|k| k.ends_with("lora_down.weight")
+            || k.ends_with("lora_up.weight")
+            || k.ends_with(".alpha")));
+    let back = read_adapter(&out, None, ReadOptions::default()).unwrap();
+    for (path, layer) in &adapter.layers {
+        let err = delta(&back.layers[path]).rel_err(&delta(layer));
+        assert!(err < 1e-6, "{path}: {err}");
     }
 }

@@ -441,8 +441,11 @@ pub fn family_for(adapter: &Adapter) -> Result<&'static str> {
 fn build_metadata(adapter: &Adapter, family: &str) -> IndexMap<String, String> {
     let mut md: IndexMap<String, String> = IndexMap::new();
     if adapter.meta.source_format == Some(Format::Kohya) {
+        // layers converted from LyCORIS are plain LoRA now: the network keys are recomputed
+        let converted = !adapter.meta.lycoris.is_empty();
         for (k, v) in &adapter.meta.source_metadata {
-            if !k.starts_with("sshs_") {
+            let network_key = k.starts_with("ss_network_");
+            if !k.starts_with("sshs_") && !(converted && network_key) {
                 md.insert(k.clone(), v.clone());
             }
         }
