@@ -8,6 +8,7 @@
 
 pub mod detect;
 pub mod diffusers;
+pub mod fused;
 pub mod gguf;
 pub mod kohya;
 pub mod kohya_hash;
