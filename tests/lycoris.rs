@@ -91,13 +91,16 @@ fn dora_delta(l: &LoraLayer, base: &Tensor) -> Dense {
     let w0 = Dense::of(base);
     let mut d = delta(l);
     let m = l.magnitude.as_ref().expect("magnitude").to_f64();
-    for i in 0..d.rows {
-        let row: Vec<f64> = (0..d.cols)
-            .map(|j| w0.v[i * d.cols + j] + d.v[i * d.cols + j])
-            .collect();
-        let norm = row.iter().map(|x| x * x).sum::<f64>().sqrt();
-        for j in 0..d.cols {
-            d.v[i * d.cols + j] = m[i] * row[j] / norm - w0.v[i * d.cols + j];
+    let cols = d.cols;
+    for (i, (dr, wr)) in d.v.chunks_mut(cols).zip(w0.v.chunks(cols)).enumerate() {
+        let norm = dr
+            .iter()
+            .zip(wr)
+            .map(|(a, b)| (a + b) * (a + b))
+            .sum::<f64>()
+            .sqrt();
+        for (x, w) in dr.iter_mut().zip(wr) {
+            *x = m[i] * (*x + w) / norm - w;
         }
     }
     d
@@ -147,7 +150,7 @@ fn check_tiny(case: &str, want_alg: Algorithm) {
             target: Some(target_of(&want)),
             ..Options::lycoris()
         };
-        let c = lycoris::convert(name, &tensors, &opts).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let c = lycoris::convert(name, tensors, &opts).unwrap_or_else(|e| panic!("{case}: {e}"));
         assert_eq!(c.origin.algorithm, want_alg, "{case} {name}");
         assert_eq!(c.layer.kind, opts.target.unwrap().kind, "{case} {name}");
         let got = match reference.tensor(&format!("{name}.base")) {

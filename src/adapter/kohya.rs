@@ -445,7 +445,7 @@ fn build_metadata(adapter: &Adapter, family: &str) -> IndexMap<String, String> {
         let converted = !adapter.meta.lycoris.is_empty();
         for (k, v) in &adapter.meta.source_metadata {
             let network_key = k.starts_with("ss_network_");
-            if !k.starts_with("sshs_") && !(converted && network_key) {
+            if !(k.starts_with("sshs_") || converted && network_key) {
                 md.insert(k.clone(), v.clone());
             }
         }

@@ -18,8 +18,11 @@ use crate::error::{Error, Result};
 
 const ALG: Algorithm = Algorithm::Loha;
 
+/// `(up out×r, down r×in', kernel if the tensors show one)`.
+type Half = (Mat, Mat, Option<(usize, usize)>);
+
 /// One Hadamard factor as `(up out×r, down r×in', kernel if the tensors show one)`.
-fn half(module: &str, t: &ModuleTensors, i: u8) -> Result<(Mat, Mat, Option<(usize, usize)>)> {
+fn half(module: &str, t: &ModuleTensors, i: u8) -> Result<Half> {
     let (ka, kb, kt) = match i {
         1 => ("hada_w1_a", "hada_w1_b", "hada_t1"),
         _ => ("hada_w2_a", "hada_w2_b", "hada_t2"),

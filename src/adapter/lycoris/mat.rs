@@ -26,7 +26,7 @@ impl Mat {
     /// error naming `what` when the element count differs.
     pub fn from_tensor(t: &Tensor, rows: usize, what: &str) -> Result<Mat> {
         let numel = t.numel();
-        if rows == 0 || numel % rows != 0 || numel == 0 {
+        if rows == 0 || !numel.is_multiple_of(rows) || numel == 0 {
             return Err(Error::Invalid(format!(
                 "{what} {:?} cannot be read as a matrix with {rows} rows",
                 t.shape()

@@ -452,7 +452,7 @@ impl Geometry {
             });
         }
         match kernel {
-            Some((kh, kw)) if kh * kw > 0 && in_flat % (kh * kw) == 0 => Ok(Geometry {
+            Some((kh, kw)) if kh * kw > 0 && in_flat.is_multiple_of(kh * kw) => Ok(Geometry {
                 kind: LayerKind::Conv,
                 out,
                 in_: in_flat / (kh * kw),
