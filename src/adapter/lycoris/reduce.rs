@@ -1,11 +1,13 @@
 //! Bringing `scale·up·down` (any inner rank `R`) to a canonical layer: kept as it is when `R`
 //! fits, else compressed exactly (to `min(out, in)`) or truncated optimally (to a requested
-//! rank) through the factored SVD, which never forms the `out × in` product.
+//! rank) through the factored SVD, which never forms the `out × in` product — unless
+//! `R ≥ min(out, in)`, where the factors are already no smaller than `ΔW` and its dense SVD is
+//! the cheaper exact route (LoHa's rank `r²` on most modules).
 
 use super::mat::Mat;
 use super::Truncation;
 use crate::error::{Error, Result};
-use crate::linalg::{factored_svd_keeping, SvSplit};
+use crate::linalg::{dense_product_svd, factored_svd_keeping, SvSplit};
 
 pub(super) struct Reduced {
     pub up: Mat,
@@ -45,11 +47,22 @@ pub(super) fn reduce(
         });
     }
     let mut exact = 0;
-    let (svd, s) = factored_svd_keeping(&up.data, &down.data, m, r, n, |s| {
-        exact = numerical_rank(s, m.max(n).max(r));
-        Ok(cap.min(exact).max(1))
-    })
-    .map_err(|e| Error::module(module, e.to_string()))?;
+    let dims = m.max(n).max(r);
+    let (svd, s) = if r >= full {
+        // the factors are no smaller than ΔW: its dense SVD is the cheaper exact route
+        let mut svd = dense_product_svd(&up.data, &down.data, m, r, n)
+            .map_err(|e| Error::module(module, e.to_string()))?;
+        exact = numerical_rank(&svd.s, dims);
+        let s = svd.s.clone();
+        svd.truncate(cap.min(exact).max(1));
+        (svd, s)
+    } else {
+        factored_svd_keeping(&up.data, &down.data, m, r, n, |s| {
+            exact = numerical_rank(s, dims);
+            Ok(cap.min(exact).max(1))
+        })
+        .map_err(|e| Error::module(module, e.to_string()))?
+    };
     let k = svd.rank();
     let total: f64 = s.iter().map(|x| x * x).sum();
     let dropped: f64 = s.iter().skip(k).map(|x| x * x).sum();

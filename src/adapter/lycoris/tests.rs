@@ -352,6 +352,24 @@ fn truncations_are_the_eckart_young_optimum() {
     let c = convert("loha", &t, &opts).unwrap();
     assert_eq!(c.origin.exact_rank, 9);
     assert_eckart_young("loha", &c, &loha_dense(&w1a, &w1b, &w2a, &w2b, 1.0), 4);
+
+    // LoHa r 4: rank 16 ≥ min(7, 9), the dense-product branch; truncate to 3
+    let (w1a, w1b, w2a, w2b) = (
+        tensor(&[7, 4], 56),
+        tensor(&[4, 9], 57),
+        tensor(&[7, 4], 58),
+        tensor(&[4, 9], 59),
+    );
+    let t = module(vec![
+        ("hada_w1_a", w1a.clone()),
+        ("hada_w1_b", w1b.clone()),
+        ("hada_w2_a", w2a.clone()),
+        ("hada_w2_b", w2b.clone()),
+    ]);
+    opts.max_rank = Some(3);
+    let c = convert("loha wide", &t, &opts).unwrap();
+    assert_eq!(c.origin.exact_rank, 7);
+    assert_eckart_young("loha wide", &c, &loha_dense(&w1a, &w1b, &w2a, &w2b, 1.0), 3);
 }
 
 #[test]
