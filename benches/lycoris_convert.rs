@@ -6,7 +6,9 @@
 //!     cargo bench --bench lycoris_convert
 //!
 //! Environment: `LORATOOL_BENCH_RUNS` (runs of each loratool variant, default 3),
-//! `LORATOOL_BENCH_DENSE_RUNS` (default 1), `LORATOOL_BENCH_ONLY` (comma-separated variants).
+//! `LORATOOL_BENCH_DENSE_RUNS` (default 1), `LORATOOL_BENCH_ONLY` (comma-separated variants),
+//! `LORATOOL_BENCH_STRIDE` (default 1: every module; `k`: every k-th module in table order, the
+//! same subset for every variant, for loaded machines).
 //!
 //! Inputs are built in memory in each child (not timed): one LyCORIS module of rank 32 per
 //! module kohya's LoCon targets in SDXL (1052, the rows of `benches/common/sdxl_lora.rs`), f32,
@@ -76,6 +78,12 @@ fn inputs(algo: &str) -> Vec<Module> {
         .iter()
         .filter(|r| sdxl_lora::targeted(&r.canonical))
         .collect();
+    let stride: usize = std::env::var("LORATOOL_BENCH_STRIDE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let rows: Vec<&sd::ModuleRow> = rows.into_iter().step_by(stride).collect();
     rows.par_iter()
         .enumerate()
         .map(|(i, row)| {
