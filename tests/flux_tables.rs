@@ -31,7 +31,11 @@ fn assert_close(what: &str, got: &[f64], want: &[f64]) {
     assert_eq!(got.len(), want.len(), "{what}");
     let num: f64 = got.iter().zip(want).map(|(a, b)| (a - b) * (a - b)).sum();
     let den: f64 = want.iter().map(|b| b * b).sum();
-    assert!((num / den).sqrt() < 1e-6, "{what}: relative error {}", (num / den).sqrt());
+    assert!(
+        (num / den).sqrt() < 1e-6,
+        "{what}: relative error {}",
+        (num / den).sqrt()
+    );
 }
 
 #[test]
@@ -41,8 +45,14 @@ fn peft_flux_lora_maps_onto_the_table_and_fuses_exactly() {
     assert_eq!(adapter.meta.source_format, Some(Format::Diffusers));
     let table = dit::table("flux1").unwrap();
     for (p, l) in &adapter.layers {
-        let row = table.by_canonical(p).unwrap_or_else(|| panic!("{p} is not in flux1.tsv"));
-        assert_eq!((l.out_features(), l.in_features()), (row.out, row.in_), "{p}");
+        let row = table
+            .by_canonical(p)
+            .unwrap_or_else(|| panic!("{p} is not in flux1.tsv"));
+        assert_eq!(
+            (l.out_features(), l.in_features()),
+            (row.out, row.in_),
+            "{p}"
+        );
     }
     // every original (BFL) module whose parts the LoRA covers
     let mut origs: Vec<&str> = adapter
