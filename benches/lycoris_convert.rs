@@ -49,7 +49,7 @@ fn factorization(dim: usize) -> (usize, usize) {
     let (mut m, mut n) = (1, dim);
     while m < n {
         let mut new_m = m + 1;
-        while dim % new_m != 0 {
+        while !dim.is_multiple_of(new_m) {
             new_m += 1;
         }
         let new_n = dim / new_m;
