@@ -10,9 +10,11 @@ pub mod codec;
 pub mod diffusers;
 pub mod family;
 mod format;
+pub mod fused;
 pub mod gguf;
 pub mod kohya;
 pub mod kohya_hash;
+pub mod lycoris;
 pub mod peft;
 pub mod peft_config;
 pub mod summary;
@@ -178,6 +180,9 @@ pub struct AdapterMeta {
     pub source_metadata: IndexMap<String, String>,
     /// Things a reader skipped or changed, for the CLI to print.
     pub warnings: Vec<String>,
+    /// Layers converted from LyCORIS modules: canonical path → how (algorithm, factor ranks,
+    /// exact rank, truncation, scale rule).
+    pub lycoris: BTreeMap<String, lycoris::Origin>,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -26,6 +26,9 @@ pub struct AdapterSummary {
     pub dora: usize,
     /// Fully trained tensors (PEFT `modules_to_save`).
     pub full_tensors: Vec<String>,
+    /// Layers converted from LyCORIS modules, grouped by algorithm.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lycoris: Vec<super::lycoris::Summary>,
 }
 
 /// The modules of one rank, by alpha.
@@ -140,6 +143,7 @@ impl AdapterSummary {
                 .filter(|l| l.magnitude.is_some())
                 .count(),
             full_tensors: adapter.full.keys().cloned().collect(),
+            lycoris: super::lycoris::summarize(&adapter.meta.lycoris),
         }
     }
 

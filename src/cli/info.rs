@@ -87,6 +87,35 @@ pub(super) fn print_summary(s: &AdapterSummary, file_bytes: Option<u64>) {
     if !s.full_tensors.is_empty() {
         println!("  full        {}", s.full_tensors.join(", "));
     }
+    for g in &s.lycoris {
+        let variant = format!(
+            "{}{}{}",
+            g.algorithm,
+            if g.tucker { "+Tucker" } else { "" },
+            if g.dora { "+DoRA" } else { "" }
+        );
+        let ranks: Vec<String> = g
+            .exact_ranks
+            .iter()
+            .map(|(r, n)| format!("{r} ×{n}"))
+            .collect();
+        println!(
+            "  LyCORIS     {variant}: {} modules, exact LoRA rank {}; e.g. {}",
+            g.modules,
+            ranks.join(", "),
+            g.example
+        );
+        if g.truncated > 0 {
+            println!(
+                "              {} truncated (at most {:.3} % of ‖ΔW‖² dropped)",
+                g.truncated,
+                100.0 * g.max_dropped_energy
+            );
+        }
+        for n in &g.notes {
+            println!("              {n}");
+        }
+    }
 }
 
 fn print_gguf(g: &GgufContainer) {
