@@ -159,7 +159,7 @@ impl Session<'_> {
     /// Fetch a Hub adapter into the Hugging Face cache, or pull an OCI artifact into the store
     /// (under the name its repository gives), and locate it there.
     fn locate_remote(&self, remote: &RemoteRef) -> Result<Located> {
-        let bars = super::remote::Bars::new(self.observer());
+        let bars = super::session::Bars::new(self.observer());
         let open = || {
             self.store().map_err(|e| match e {
                 AppError::Store(s) => s,

@@ -6,7 +6,7 @@
 use super::error::{AppError, Result, ResultExt};
 use super::input::{InputRef, LoadOptions};
 use super::output::OutputSpec;
-use super::session::{Observer, Progress as AppProgress, Session, Unit};
+use super::session::{Bars, Session};
 use super::store::{describe_files, source_files};
 use crate::adapter::codec::detect_format;
 use crate::adapter::Format;
@@ -17,46 +17,7 @@ use crate::remote::oci::{self, OciOptions, OciPullReport, OciPushReport};
 use crate::remote::source::{file_stem, Prepared};
 use crate::remote::{LocalAdapter, RemoteRef};
 use serde::Serialize;
-use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-
-/// Transfers' byte progress, shown through the session's observer (one counter per file).
-pub(super) struct Bars<'o> {
-    observer: &'o dyn Observer,
-    current: RefCell<Option<Box<dyn AppProgress + 'o>>>,
-}
-
-impl<'o> Bars<'o> {
-    pub(super) fn new(observer: &'o dyn Observer) -> Self {
-        Bars {
-            observer,
-            current: RefCell::new(None),
-        }
-    }
-}
-
-impl crate::remote::Progress for Bars<'_> {
-    fn start(&self, label: &str, total: Option<u64>) {
-        *self.current.borrow_mut() = Some(self.observer.progress(
-            label,
-            total.unwrap_or(0),
-            Unit::Bytes,
-        ));
-    }
-    fn advance(&self, bytes: u64) {
-        if let Some(p) = self.current.borrow().as_ref() {
-            p.advance(bytes);
-        }
-    }
-    fn advance_back(&self, bytes: u64) {
-        if let Some(p) = self.current.borrow().as_ref() {
-            p.rewind(bytes);
-        }
-    }
-    fn finish(&self) {
-        self.current.borrow_mut().take();
-    }
-}
 
 pub struct PushRequest {
     /// A stored adapter (`name:tag`, `name@sha256:...`) or a path.

@@ -3,6 +3,7 @@
 
 use super::error::Result;
 use crate::registry::Store;
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::Once;
 
@@ -103,4 +104,42 @@ impl<'o> Session<'o> {
 fn setup_threads() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| faer::set_global_parallelism(faer::Par::Seq));
+}
+
+/// Transfers' byte progress, shown through the session's observer (one counter per file).
+pub(super) struct Bars<'o> {
+    observer: &'o dyn Observer,
+    current: RefCell<Option<Box<dyn Progress + 'o>>>,
+}
+
+impl<'o> Bars<'o> {
+    pub(super) fn new(observer: &'o dyn Observer) -> Self {
+        Bars {
+            observer,
+            current: RefCell::new(None),
+        }
+    }
+}
+
+impl crate::remote::Progress for Bars<'_> {
+    fn start(&self, label: &str, total: Option<u64>) {
+        *self.current.borrow_mut() = Some(self.observer.progress(
+            label,
+            total.unwrap_or(0),
+            Unit::Bytes,
+        ));
+    }
+    fn advance(&self, bytes: u64) {
+        if let Some(p) = self.current.borrow().as_ref() {
+            p.advance(bytes);
+        }
+    }
+    fn advance_back(&self, bytes: u64) {
+        if let Some(p) = self.current.borrow().as_ref() {
+            p.rewind(bytes);
+        }
+    }
+    fn finish(&self) {
+        self.current.borrow_mut().take();
+    }
 }

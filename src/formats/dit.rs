@@ -8,7 +8,7 @@
 //! modules as consecutive row ranges; [`DitTable::parts_of`] lists them in row order, which
 //! is what the fuse/split math (`adapter::fused`) needs.
 
-use crate::adapter::LayerKind;
+use super::LayerKind;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::OnceLock;

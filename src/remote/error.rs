@@ -1,6 +1,6 @@
 //! The remote layer's error type. Every variant names the server, repository or file involved
 //! and, where there is one, what the user can do. No variant ever holds a token, a password or
-//! a URL query string (presigned URLs carry signatures there): see [`super::http::shown_url`].
+//! a URL query string (presigned URLs carry signatures there): see [`shown_url`].
 
 use std::path::PathBuf;
 
@@ -126,14 +126,28 @@ impl RemoteError {
     }
     pub fn bad_reply(url: &str, message: impl Into<String>) -> Self {
         RemoteError::BadReply {
-            url: super::http::shown_url(url),
+            url: shown_url(url),
             message: message.into(),
         }
     }
     pub fn integrity(url: &str, message: impl Into<String>) -> Self {
         RemoteError::Integrity {
-            url: super::http::shown_url(url),
+            url: shown_url(url),
             message: message.into(),
         }
+    }
+}
+
+/// A URL as shown to users: without its query string (presigned URLs carry signatures there)
+/// and without userinfo.
+pub fn shown_url(url: &str) -> String {
+    let no_query = url.split(['?', '#']).next().unwrap_or(url);
+    match no_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit('@').next().unwrap_or(authority);
+            format!("{scheme}://{host}{path}")
+        }
+        None => no_query.to_string(),
     }
 }

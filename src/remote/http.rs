@@ -98,19 +98,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// A URL as shown to users: without its query string (presigned URLs carry signatures there)
-/// and without userinfo.
-pub fn shown_url(url: &str) -> String {
-    let no_query = url.split(['?', '#']).next().unwrap_or(url);
-    match no_query.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let host = authority.rsplit('@').next().unwrap_or(authority);
-            format!("{scheme}://{host}{path}")
-        }
-        None => no_query.to_string(),
-    }
-}
+pub use super::error::shown_url;
 
 /// `scheme://host:port` of a URL, lowercased, with the default port filled in.
 pub fn origin(url: &str) -> Option<String> {
