@@ -45,6 +45,26 @@ impl TempOutput {
         sync_dir(&self.dir);
         Ok(())
     }
+
+    /// Rename over `path` without an fsync, returning the open file: for files written into a
+    /// staging directory that is itself renamed into place, so the caller fsyncs all of them
+    /// together (in parallel, after the last one is written) before that rename instead of
+    /// waiting for each in turn.
+    pub fn commit_unsynced(self, path: &Path) -> Result<File> {
+        self.tmp.persist(path).map_err(|e| Error::io(path, e.error))
+    }
+}
+
+/// fsync `files` (in parallel: the waits overlap) and then the directory `dir` that holds
+/// them (best effort), before `dir` is renamed into place.
+pub fn sync_files(files: &[(PathBuf, File)], dir: &Path) -> Result<()> {
+    use rayon::prelude::*;
+    files
+        .par_iter()
+        .with_max_len(1)
+        .try_for_each(|(p, f)| f.sync_all().map_err(|e| Error::io(p, e)))?;
+    sync_dir(dir);
+    Ok(())
 }
 
 /// Write `path` through `fill`, atomically. `fill` gets a buffered writer on the temp file.

@@ -10,5 +10,6 @@ pub mod safetensors_write;
 pub use model::TensorStore;
 pub use safetensors::{SafetensorsFile, TensorInfo};
 pub use safetensors_write::{
-    stage_safetensors, write_safetensors, FileSpan, PendingTensor, StagedSafetensors, WriteReport,
+    stage_safetensors, write_safetensors, write_safetensors_unsynced, FileSpan, PendingTensor,
+    StagedSafetensors, WriteReport,
 };

@@ -13,7 +13,7 @@
 
 use crate::error::{Error, Result};
 use crate::io::atomic::TempOutput;
-use crate::io::copy::{copy_range, write_at};
+use crate::io::copy::{copy_range, start_writeback, write_at};
 use crate::tensor::{checked_numel, DType, Tensor};
 use indexmap::IndexMap;
 use rayon::prelude::*;
@@ -211,9 +211,31 @@ pub fn stage_safetensors(
     })
 }
 
+/// [`write_safetensors`] without the final fsync: the file is renamed into place and returned
+/// open, for a caller that writes several files into a staging directory and makes them
+/// durable together ([`crate::io::atomic::sync_files`]) before renaming the directory.
+pub fn write_safetensors_unsynced(
+    path: &Path,
+    tensors: &[PendingTensor<'_>],
+    metadata: Option<&IndexMap<String, String>>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(WriteReport, File)> {
+    let staged = stage_safetensors(path, tensors, metadata, progress)?;
+    let report = staged.write_header(metadata)?;
+    let file = staged.out.commit_unsynced(&staged.path)?;
+    Ok((report, file))
+}
+
 impl StagedSafetensors {
     /// Write the header for `metadata` and move the file into place.
     pub fn finish(self, metadata: Option<&IndexMap<String, String>>) -> Result<WriteReport> {
+        let report = self.write_header(metadata)?;
+        self.out.commit(&self.path)?;
+        Ok(report)
+    }
+
+    /// Write the header for `metadata` and give the file its full length.
+    fn write_header(&self, metadata: Option<&IndexMap<String, String>>) -> Result<WriteReport> {
         let specs: Vec<(&str, DType, &[usize])> = self
             .specs
             .iter()
@@ -235,7 +257,6 @@ impl StagedSafetensors {
             .file()
             .set_len(total)
             .map_err(|e| Error::io(&self.path, e))?;
-        self.out.commit(&self.path)?;
         Ok(WriteReport {
             bytes: total,
             tensors: specs.len(),
@@ -350,6 +371,7 @@ fn run_job(
                 ));
             };
             copy_range(span.file, *src, out, *dst, *len).map_err(|e| Error::io(path, e))?;
+            start_writeback(out, *dst, *len);
             for &i in run {
                 done(&tensors[i], progress);
             }
@@ -361,6 +383,7 @@ fn run_job(
             if let [single] = batch.as_slice() {
                 let bytes = produce(&tensors[*single])?;
                 write_at(out, &bytes, *dst).map_err(|e| Error::io(path, e))?;
+                start_writeback(out, *dst, bytes.len() as u64);
                 drop(bytes);
                 done(&tensors[*single], progress);
                 return Ok(());
@@ -370,6 +393,7 @@ fn run_job(
                 buf.extend_from_slice(&produce(&tensors[i])?);
             }
             write_at(out, &buf, *dst).map_err(|e| Error::io(path, e))?;
+            start_writeback(out, *dst, buf.len() as u64);
             for &i in batch {
                 done(&tensors[i], progress);
             }
