@@ -16,10 +16,8 @@
 #[path = "common/baseline.rs"]
 mod baseline;
 #[path = "common/llama_bench.rs"]
-#[allow(dead_code)]
 mod llama_bench;
 #[path = "common/sdxl_lora.rs"]
-#[allow(dead_code)]
 mod sdxl_lora;
 
 use llama_bench::{median, timed_full, Timing};
