@@ -27,7 +27,8 @@ pub struct WriteContext<'a> {
     /// `None` keeps each factor's float type.
     pub quant: Option<QuantType>,
     /// Called with the number of bytes written as the output grows.
-    pub progress: Option<&'a dyn Fn(u64)>,
+    /// (`Sync`: the safetensors writer produces tensors on several threads.)
+    pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
 }
 
 /// One format's entry.

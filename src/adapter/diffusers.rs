@@ -210,7 +210,11 @@ fn component_config(component: &str, layers: &[(&str, &LoraLayer)]) -> Map<Strin
 
 /// Write `adapter` in the diffusers layout. `out` is a directory (the file inside is
 /// `pytorch_lora_weights.safetensors`) or a path ending in `.safetensors`.
-pub fn write(adapter: &Adapter, out: &Path, progress: &dyn Fn(u64)) -> Result<WriteReport> {
+pub fn write(
+    adapter: &Adapter,
+    out: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<WriteReport> {
     if !adapter.full.is_empty() {
         return Err(Error::Invalid(
             "the adapter carries fully trained tensors (modules_to_save), which the diffusers LoRA layout cannot hold".into(),
