@@ -151,7 +151,9 @@ pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
         full: BTreeMap::new(),
         meta,
     };
-    adapter.meta.family = super::family::guess_sd_family(&adapter).map(str::to_string);
+    adapter.meta.family = super::family::guess_sd_family(&adapter)
+        .or_else(|| super::dit::guess_family(&adapter))
+        .map(str::to_string);
     Ok(adapter)
 }
 
