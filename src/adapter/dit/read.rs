@@ -312,5 +312,9 @@ fn distribute(name: &str, entry: &Entry, layer: &LoraLayer) -> Result<Vec<(Strin
         };
         return Ok(vec![(part.row.canonical.clone(), l)]);
     }
-    fused::split(name, layer, &ranges(entry))
+    // a part whose rows of B are all zero has ΔW = 0 exactly: a writer filled in a module the
+    // adapter did not train (fusing needs every part); it is not a module of the adapter
+    let mut parts = fused::split(name, layer, &ranges(entry))?;
+    parts.retain(|(_, l)| l.up.to_f32().iter().any(|&x| x != 0.0));
+    Ok(parts)
 }

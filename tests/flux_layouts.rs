@@ -1,0 +1,558 @@
+//! Flux.1 / SD3 adapters in every layout against diffusers' own converters (fixtures/flux/,
+//! made by fixtures/gen/make_flux_layout_fixtures.py with diffusers 0.42.1): for each input
+//! layout, loratool's canonical layers have the ΔW (`scale·B·A`) of diffusers' converted
+//! output, module by module (relative Frobenius error from the factors, no dense matrices);
+//! T5 modules, which diffusers drops, are kept with the ΔW of the source module. Then writing
+//! kohya / comfy / diffusers and reading back gives the same ΔW, and a fused module written from
+//! split parts has the ΔW of the original fused module.
+
+use loratool::adapter::codec::{read_adapter, write_adapter, ReadContext, WriteContext};
+use loratool::adapter::{Adapter, Format, LayerKind, LoraLayer, ReadOptions};
+use loratool::io::{write_safetensors, PendingTensor, SafetensorsFile};
+use loratool::tensor::{DType, Tensor};
+use loratool::testing::layer_rel_diff;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const TOL: f64 = 1e-6;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/flux")
+        .join(name)
+}
+
+fn read(path: &Path) -> Adapter {
+    read_adapter(path, None, &ReadContext::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// diffusers' converted output, read from the raw tensors: `<module>.lora_A/B.weight` with
+/// alpha baked in (scale 1).
+fn diffusers_reference(name: &str) -> BTreeMap<String, LoraLayer> {
+    let f = SafetensorsFile::open(&fixture(name)).unwrap();
+    let mut out = BTreeMap::new();
+    for key in f.tensors().keys() {
+        let Some(module) = key.strip_suffix(".lora_A.weight") else {
+            continue;
+        };
+        let a = f.tensor(key).unwrap();
+        let b = f.tensor(&format!("{module}.lora_B.weight")).unwrap();
+        let r = a.shape()[0];
+        let a = a.reshaped(vec![r, a.numel() / r]).unwrap();
+        let b = b.reshaped(vec![b.shape()[0], r]).unwrap();
+        out.insert(
+            module.to_string(),
+            LoraLayer::new(module, a, b, r as f64, LayerKind::Linear).unwrap(),
+        );
+    }
+    assert!(!out.is_empty(), "{name}");
+    out
+}
+
+/// A layer flattened to a linear one (conv kernels into the input width), for comparisons.
+fn flat(l: &LoraLayer) -> LoraLayer {
+    let r = l.rank();
+    LoraLayer::new(
+        "x",
+        l.down.reshaped(vec![r, l.down.numel() / r]).unwrap(),
+        l.up.reshaped(vec![l.out_features(), r]).unwrap(),
+        l.alpha,
+        LayerKind::Linear,
+    )
+    .unwrap()
+}
+
+fn assert_same(what: &str, ours: &LoraLayer, want: &LoraLayer, factor: f64) {
+    let e = layer_rel_diff(&flat(ours), &[(&flat(want), factor)]);
+    assert!(e < TOL, "{what}: relative Frobenius error {e:e}");
+}
+
+/// diffusers 0.42.1's Flux kohya/ComfyUI converter drops the `.alpha` of the two
+/// `final_layer` modules (it pops them unused and applies scale 1), while sd-scripts trains and
+/// ComfyUI applies them at alpha/r, as loratool reads them: for those two modules ours is
+/// `alpha/r` times diffusers'. The source module's `alpha/r`, by its name in `source`.
+fn final_layer_scale(source: &str, name: &str) -> f64 {
+    let l = source_layer(source, name);
+    l.scale()
+}
+
+/// Every module diffusers converted equals ours (times `factor(module)`); returns the modules
+/// only we have.
+fn check_against(adapter: &Adapter, reference: &str, factor: &dyn Fn(&str) -> f64) -> Vec<String> {
+    let want = diffusers_reference(reference);
+    for (m, w) in &want {
+        let ours = adapter
+            .layers
+            .get(m)
+            .unwrap_or_else(|| panic!("{reference}: loratool has no {m}"));
+        assert_same(m, ours, w, factor(m));
+    }
+    adapter
+        .layers
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .cloned()
+        .collect()
+}
+
+/// The source file's module `name` as one plain layer (scale alpha/r).
+fn source_layer(file: &str, name: &str) -> LoraLayer {
+    let f = SafetensorsFile::open(&fixture(file)).unwrap();
+    let d = f.tensor(&format!("{name}.lora_down.weight")).unwrap();
+    let u = f.tensor(&format!("{name}.lora_up.weight")).unwrap();
+    let a = f
+        .tensor(&format!("{name}.alpha"))
+        .unwrap()
+        .scalar_value()
+        .unwrap();
+    LoraLayer::new(name, d, u, a, LayerKind::Linear).unwrap()
+}
+
+/// Write `a` as `format`, read it back, and check every module's ΔW is unchanged.
+fn round_trip(a: &Adapter, format: Format, dir: &Path) -> Adapter {
+    let out = match format {
+        Format::Diffusers => dir.join(format!("{format}")),
+        _ => dir.join(format!("{format}.safetensors")),
+    };
+    write_adapter(a, format, &out, &WriteContext::default())
+        .unwrap_or_else(|e| panic!("writing {format}: {e}"));
+    let back = read_adapter(&out, Some(format), &ReadContext::default())
+        .unwrap_or_else(|e| panic!("reading back {format}: {e}"));
+    assert_eq!(
+        back.layers.keys().collect::<Vec<_>>(),
+        a.layers.keys().collect::<Vec<_>>(),
+        "{format}"
+    );
+    for (m, l) in &a.layers {
+        assert_same(&format!("{format} {m}"), &back.layers[m], l, 1.0);
+    }
+    back
+}
+
+#[test]
+fn kohya_flux_matches_diffusers_and_keeps_t5() {
+    let a = read(&fixture("kohya.safetensors"));
+    assert_eq!(a.meta.source_format, Some(Format::Kohya));
+    assert_eq!(a.meta.family.as_deref(), Some("flux1"));
+    let extra = check_against(&a, "kohya.diffusers.safetensors", &|m| match m {
+        "transformer.norm_out.linear" => final_layer_scale(
+            "kohya.safetensors",
+            "lora_unet_final_layer_adaLN_modulation_1",
+        ),
+        "transformer.proj_out" => {
+            final_layer_scale("kohya.safetensors", "lora_unet_final_layer_linear")
+        }
+        _ => 1.0,
+    });
+    // diffusers drops the T5 module; loratool keeps it at the source's ΔW
+    assert_eq!(
+        extra,
+        ["text_encoder_2.encoder.block.0.layer.0.SelfAttention.q"]
+    );
+    let src = source_layer(
+        "kohya.safetensors",
+        "lora_te3_encoder_block_0_layer_0_SelfAttention_q",
+    );
+    assert_same("T5", &a.layers[&extra[0]], &src, 1.0);
+    // 1 double block (img/txt qkv split 3 ways), 1 single block (linear1 4 ways), norm_out
+    assert!(a
+        .layers
+        .contains_key("transformer.single_transformer_blocks.0.proj_mlp"));
+    assert!(a.layers.contains_key("transformer.norm_out.linear"));
+
+    let dir = tempfile::tempdir().unwrap();
+    for f in [Format::Kohya, Format::Comfy, Format::Diffusers] {
+        round_trip(&a, f, dir.path());
+    }
+    // the written kohya file's fused modules have the ΔW of the source's fused modules
+    let k = dir.path().join("kohya.safetensors");
+    for name in [
+        "lora_unet_double_blocks_0_img_attn_qkv",
+        "lora_unet_single_blocks_0_linear1",
+        "lora_unet_final_layer_adaLN_modulation_1",
+        "lora_te3_encoder_block_0_layer_0_SelfAttention_q",
+    ] {
+        let want = source_layer("kohya.safetensors", name);
+        let f = SafetensorsFile::open(&k).unwrap();
+        let d = f.tensor(&format!("{name}.lora_down.weight")).unwrap();
+        let u = f.tensor(&format!("{name}.lora_up.weight")).unwrap();
+        let al = f
+            .tensor(&format!("{name}.alpha"))
+            .unwrap()
+            .scalar_value()
+            .unwrap();
+        let got = LoraLayer::new(name, d, u, al, LayerKind::Linear).unwrap();
+        assert_same(name, &got, &want, 1.0);
+    }
+}
+
+#[test]
+fn diffusers_flux_written_as_kohya_fuses_exactly() {
+    // diffusers' own conversion of the kohya file, read as a diffusers file and written back
+    // to kohya: every fused module equals the original kohya module
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::copy(
+        fixture("kohya.diffusers.safetensors"),
+        d.join("pytorch_lora_weights.safetensors"),
+    )
+    .unwrap();
+    let a = read(&d);
+    assert_eq!(a.meta.source_format, Some(Format::Diffusers));
+    assert_eq!(a.meta.family.as_deref(), Some("flux1"));
+    let out = dir.path().join("k.safetensors");
+    write_adapter(&a, Format::Kohya, &out, &WriteContext::default()).unwrap();
+    let written = SafetensorsFile::open(&out).unwrap();
+    let src = SafetensorsFile::open(&fixture("kohya.safetensors")).unwrap();
+    let mut n = 0;
+    for key in src.tensors().keys() {
+        let Some(name) = key.strip_suffix(".lora_down.weight") else {
+            continue;
+        };
+        if name.starts_with("lora_te3_") {
+            continue; // diffusers dropped it
+        }
+        let d = written
+            .tensor(&format!("{name}.lora_down.weight"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let u = written.tensor(&format!("{name}.lora_up.weight")).unwrap();
+        let al = written
+            .tensor(&format!("{name}.alpha"))
+            .unwrap()
+            .scalar_value()
+            .unwrap();
+        let got = LoraLayer::new(name, d, u, al, LayerKind::Linear).unwrap();
+        let src = source_layer("kohya.safetensors", name);
+        // diffusers applied scale 1 to the final layer (see final_layer_scale)
+        let factor = if name.starts_with("lora_unet_final_layer") {
+            1.0 / src.scale()
+        } else {
+            1.0
+        };
+        assert_same(name, &got, &src, factor);
+        n += 1;
+    }
+    assert_eq!(n, 25);
+    assert_eq!(
+        written
+            .metadata()
+            .get("ss_network_module")
+            .map(|s| s.as_str()),
+        Some("networks.lora_flux")
+    );
+}
+
+#[test]
+fn kohya_split_qkv_reads_at_the_trained_scale() {
+    let a = read(&fixture("kohya_split_qkv.safetensors"));
+    // diffusers applies the fused file's alpha/(J·r): sd-scripts trained each part at alpha/r,
+    // J = 3 (q, k, v) and 4 (q, k, v, mlp) times stronger
+    let want = diffusers_reference("kohya_split_qkv.diffusers.safetensors");
+    for (m, w) in &want {
+        let j = if m.contains("single_transformer_blocks") {
+            4.0
+        } else {
+            3.0
+        };
+        assert_same(m, &a.layers[m], w, j);
+        assert_eq!(
+            a.layers[m].rank(),
+            1,
+            "{m}: block-diagonal parts keep rank r"
+        );
+    }
+    assert_eq!(a.layers.len(), want.len());
+    assert!(a.meta.warnings.iter().any(|w| w.contains("split_qkv")));
+}
+
+#[test]
+fn comfy_flux_matches_diffusers() {
+    let a = read(&fixture("comfy.safetensors"));
+    assert_eq!(a.meta.source_format, Some(Format::Comfy));
+    let extra = check_against(&a, "comfy.diffusers.safetensors", &|m| match m {
+        "transformer.norm_out.linear" => final_layer_scale(
+            "comfy.safetensors",
+            "diffusion_model.final_layer.adaLN_modulation.1",
+        ),
+        "transformer.proj_out" => {
+            final_layer_scale("comfy.safetensors", "diffusion_model.final_layer.linear")
+        }
+        _ => 1.0,
+    });
+    assert_eq!(
+        extra,
+        ["text_encoder_2.encoder.block.0.layer.0.SelfAttention.q"]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    round_trip(&a, Format::Comfy, dir.path());
+    round_trip(&a, Format::Kohya, dir.path());
+}
+
+#[test]
+fn onetrainer_flux_matches_diffusers() {
+    let a = read(&fixture("onetrainer.safetensors"));
+    assert_eq!(a.meta.source_format, Some(Format::OneTrainer));
+    let extra = check_against(&a, "onetrainer.diffusers.safetensors", &|_| 1.0);
+    assert_eq!(
+        extra,
+        ["text_encoder_2.encoder.block.0.layer.0.SelfAttention.v"]
+    );
+    let src = source_layer(
+        "onetrainer.safetensors",
+        "lora_te2_encoder_block_0_layer_0_SelfAttention_v",
+    );
+    assert_same("T5", &a.layers[&extra[0]], &src, 1.0);
+    let dir = tempfile::tempdir().unwrap();
+    round_trip(&a, Format::Kohya, dir.path());
+    round_trip(&a, Format::Diffusers, dir.path());
+    let err = write_adapter(
+        &a,
+        Format::OneTrainer,
+        &dir.path().join("o.safetensors"),
+        &WriteContext::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("does not write"), "{err}");
+}
+
+#[test]
+fn xlabs_flux_matches_diffusers() {
+    let a = read(&fixture("xlabs.safetensors"));
+    assert_eq!(a.meta.source_format, Some(Format::Xlabs));
+    assert!(check_against(&a, "xlabs.diffusers.safetensors", &|_| 1.0).is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    round_trip(&a, Format::Kohya, dir.path());
+}
+
+#[test]
+fn kohya_sd3_matches_diffusers_checkpoint_converter() {
+    let a = read(&fixture("sd3_kohya.safetensors"));
+    assert_eq!(a.meta.source_format, Some(Format::Kohya));
+    assert!(a.meta.family.as_deref().unwrap().starts_with("sd3"));
+    let extra = check_against(&a, "sd3_kohya.diffusers.safetensors", &|_| 1.0);
+    assert_eq!(
+        extra,
+        [
+            "text_encoder.text_model.encoder.layers.0.self_attn.v_proj",
+            "text_encoder_2.text_model.encoder.layers.0.mlp.fc2",
+            "text_encoder_3.encoder.block.0.layer.1.DenseReluDense.wo",
+        ]
+    );
+    let t5 = source_layer(
+        "sd3_kohya.safetensors",
+        "lora_te3_encoder_block_0_layer_1_DenseReluDense_wo",
+    );
+    assert_same("T5", &a.layers[&extra[2]], &t5, 1.0);
+    assert_eq!(a.layers["transformer.pos_embed.proj"].kind, LayerKind::Conv);
+    let dir = tempfile::tempdir().unwrap();
+    round_trip(&a, Format::Kohya, dir.path());
+    round_trip(&a, Format::Diffusers, dir.path());
+    round_trip(&a, Format::Comfy, dir.path());
+}
+
+// ---------------------------------------------------------------------------------------
+// bad inputs: errors name the module
+// ---------------------------------------------------------------------------------------
+
+fn write_file(dir: &Path, tensors: &[(&str, Vec<usize>)]) -> PathBuf {
+    let owned: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, s)| {
+            let n_el: usize = s.iter().product();
+            let v: Vec<f32> = (0..n_el).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect();
+            (
+                n.to_string(),
+                Tensor::from_f32(s.clone(), &v, DType::F32).unwrap(),
+            )
+        })
+        .collect();
+    let pending: Vec<PendingTensor> = owned
+        .iter()
+        .map(|(n, t)| PendingTensor::from_tensor(n.clone(), t))
+        .collect();
+    let p = dir.join("bad.safetensors");
+    write_safetensors(&p, &pending, None, &|_| {}).unwrap();
+    p
+}
+
+fn read_err(p: &Path) -> String {
+    match read_adapter(p, None, &ReadContext::default()) {
+        Ok(_) => panic!("{} was accepted", p.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_fused_module_with_missing_parts_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    // img_attn.qkv with the rows of q and k only
+    let p = write_file(
+        dir.path(),
+        &[
+            (
+                "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight",
+                vec![2, 3072],
+            ),
+            (
+                "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight",
+                vec![6144, 2],
+            ),
+            (
+                "lora_unet_double_blocks_0_img_attn_proj.lora_down.weight",
+                vec![2, 3072],
+            ),
+            (
+                "lora_unet_double_blocks_0_img_attn_proj.lora_up.weight",
+                vec![3072, 2],
+            ),
+        ],
+    );
+    let e = read_err(&p);
+    assert!(e.contains("lora_unet_double_blocks_0_img_attn_qkv"), "{e}");
+    assert!(e.contains("9216"), "{e}");
+}
+
+#[test]
+fn mixed_algorithms_in_one_module_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_file(
+        dir.path(),
+        &[
+            (
+                "lycoris_transformer_blocks_0_attn_to_q.hada_w1_a",
+                vec![3072, 2],
+            ),
+            (
+                "lycoris_transformer_blocks_0_attn_to_q.hada_w1_b",
+                vec![2, 3072],
+            ),
+            (
+                "lycoris_transformer_blocks_0_attn_to_q.hada_w2_a",
+                vec![3072, 2],
+            ),
+            (
+                "lycoris_transformer_blocks_0_attn_to_q.hada_w2_b",
+                vec![2, 3072],
+            ),
+            ("lycoris_transformer_blocks_0_attn_to_q.lokr_w1", vec![4, 4]),
+        ],
+    );
+    let e = read_err(&p);
+    assert!(e.contains("lycoris_transformer_blocks_0_attn_to_q"), "{e}");
+    assert!(e.contains("mixes"), "{e}");
+}
+
+#[test]
+fn factors_that_do_not_multiply_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_file(
+        dir.path(),
+        &[
+            (
+                "diffusion_model.single_blocks.0.linear2.lora_A.weight",
+                vec![2, 15360],
+            ),
+            (
+                "diffusion_model.single_blocks.0.linear2.lora_B.weight",
+                vec![3072, 3],
+            ),
+        ],
+    );
+    let e = read_err(&p);
+    assert!(e.contains("diffusion_model.single_blocks.0.linear2"), "{e}");
+    assert!(e.contains("rank"), "{e}");
+    // a LoKr whose factors give another shape than the module
+    let p = write_file(
+        dir.path(),
+        &[
+            (
+                "lycoris_single_transformer_blocks_0_proj_out.lokr_w1",
+                vec![4, 4],
+            ),
+            (
+                "lycoris_single_transformer_blocks_0_proj_out.lokr_w2_a",
+                vec![768, 2],
+            ),
+            (
+                "lycoris_single_transformer_blocks_0_proj_out.lokr_w2_b",
+                vec![2, 3072],
+            ),
+        ],
+    );
+    let e = read_err(&p);
+    assert!(
+        e.contains("lycoris_single_transformer_blocks_0_proj_out"),
+        "{e}"
+    );
+}
+
+#[test]
+fn standalone_lycoris_lokr_reads_onto_canonical_modules() {
+    // SimpleTuner-style `lycoris_<diffusers path>` LoKr on proj_out (3072 × 15360): w1 4×4
+    // full ⊗ w2 (768×2)·(2×3840); ΔW checked against the Kronecker product formed here
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_file(
+        dir.path(),
+        &[
+            (
+                "lycoris_single_transformer_blocks_0_proj_out.lokr_w1",
+                vec![4, 4],
+            ),
+            (
+                "lycoris_single_transformer_blocks_0_proj_out.lokr_w2_a",
+                vec![768, 2],
+            ),
+            (
+                "lycoris_single_transformer_blocks_0_proj_out.lokr_w2_b",
+                vec![2, 3840],
+            ),
+        ],
+    );
+    let a = read_adapter(&p, None, &ReadContext::default()).unwrap();
+    assert_eq!(a.meta.source_format, Some(Format::Lycoris));
+    let m = "transformer.single_transformer_blocks.0.proj_out";
+    let l = &a.layers[m];
+    assert_eq!((l.out_features(), l.in_features()), (3072, 15360));
+    let f = SafetensorsFile::open(&p).unwrap();
+    let t = |k: &str| {
+        f.tensor(&format!("lycoris_single_transformer_blocks_0_proj_out.{k}"))
+            .unwrap()
+    };
+    // kron(W1, A2·B2) = kron(W1, A2)·kron(I4, B2): a LoRA of rank 4·2, scale 1 (no alpha)
+    let (w1, a2, b2) = (
+        t("lokr_w1").to_f32(),
+        t("lokr_w2_a").to_f32(),
+        t("lokr_w2_b").to_f32(),
+    );
+    let mut up = vec![0f32; 3072 * 8];
+    let mut down = vec![0f32; 8 * 15360];
+    for i in 0..4 {
+        for c in 0..4 {
+            for p in 0..768 {
+                for k in 0..2 {
+                    up[(i * 768 + p) * 8 + c * 2 + k] = w1[i * 4 + c] * a2[p * 2 + k];
+                }
+            }
+        }
+    }
+    for c in 0..4 {
+        for k in 0..2 {
+            for q in 0..3840 {
+                down[(c * 2 + k) * 15360 + c * 3840 + q] = b2[k * 3840 + q];
+            }
+        }
+    }
+    let want = LoraLayer::new(
+        m,
+        Tensor::from_f32(vec![8, 15360], &down, DType::F32).unwrap(),
+        Tensor::from_f32(vec![3072, 8], &up, DType::F32).unwrap(),
+        8.0,
+        LayerKind::Linear,
+    )
+    .unwrap();
+    assert_same(m, l, &want, 1.0);
+    assert!(a.meta.lycoris.contains_key(m));
+    let _ = ReadOptions::default();
+}
