@@ -166,14 +166,8 @@ pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
             "ss_network_args has split_qkv=True: fused q/k/v(/mlp) modules read at the scale sd-scripts trained them (alpha × parts), not the fused file's nominal alpha/rank".into(),
         );
     }
-    for (canonical, o) in &meta.lycoris {
-        if let Some(t) = o.truncation {
-            meta.warnings.push(format!(
-                "{canonical}: {} exact rank {} truncated to {} ({:.3e} of the energy dropped; ask for --rank to choose)",
-                o.algorithm, t.from, t.to, t.dropped_energy
-            ));
-        }
-    }
+    meta.warnings
+        .extend(lycoris::truncation_warnings(&meta.lycoris));
     report_unknown(
         path,
         &unknown,
