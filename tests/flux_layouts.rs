@@ -556,3 +556,97 @@ fn standalone_lycoris_lokr_reads_onto_canonical_modules() {
     assert!(a.meta.lycoris.contains_key(m));
     let _ = ReadOptions::default();
 }
+
+/// `y = x·ΔWᵀ` for probe rows `x` (`n × in`), from the layer's factors.
+fn apply(l: &LoraLayer, x: &[f64], n: usize) -> Vec<f64> {
+    let (r, out) = (l.rank(), l.out_features());
+    let (a, b) = (l.down.to_f64(), l.up.to_f64());
+    let inn = a.len() / r;
+    let mut y = vec![0.0; n * out];
+    for p in 0..n {
+        let xa: Vec<f64> = (0..r)
+            .map(|k| (0..inn).map(|c| x[p * inn + c] * a[k * inn + c]).sum())
+            .collect();
+        for o in 0..out {
+            y[p * out + o] = l.scale() * (0..r).map(|k| b[o * r + k] * xa[k]).sum::<f64>();
+        }
+    }
+    y
+}
+
+fn rel(got: &[f64], want: &[f64]) -> f64 {
+    let num: f64 = got.iter().zip(want).map(|(a, b)| (a - b) * (a - b)).sum();
+    let den: f64 = want.iter().map(|b| b * b).sum();
+    (num / den).sqrt()
+}
+
+#[test]
+fn lycoris_made_by_lycoris_on_flux_matches_its_forward() {
+    // fixtures/flux/lycoris.safetensors: lycoris-lora 4.1.3 on a reduced-depth Flux
+    // transformer; lycoris_probes.safetensors holds forward(x) − org_forward(x) per module
+    let a = read(&fixture("lycoris.safetensors"));
+    assert_eq!(a.meta.source_format, Some(Format::Lycoris));
+    let probes = SafetensorsFile::open(&fixture("lycoris_probes.safetensors")).unwrap();
+    let modules = [
+        (
+            "lycoris_transformer_blocks_0_attn_to_q",
+            "transformer.transformer_blocks.0.attn.to_q",
+        ),
+        (
+            "lycoris_transformer_blocks_0_attn_to_out_0",
+            "transformer.transformer_blocks.0.attn.to_out.0",
+        ),
+        (
+            "lycoris_single_transformer_blocks_0_attn_to_k",
+            "transformer.single_transformer_blocks.0.attn.to_k",
+        ),
+    ];
+    for (name, canonical) in modules {
+        let x = probes.tensor(&format!("{name}.x")).unwrap().to_f64();
+        let y = probes.tensor(&format!("{name}.y")).unwrap().to_f64();
+        let got = apply(&a.layers[canonical], &x, 8);
+        let e = rel(&got, &y);
+        assert!(e < 1e-5, "{canonical}: relative error {e:e}");
+    }
+    // context_embedder: LoKr with both factors full (16×16 ⊗ 192×256), exact rank 16·192 =
+    // 3072 on a 3072×4096 module: capped unasked at 3072·4096/(2·7168) = 877 and reported
+    let m = "transformer.context_embedder";
+    let o = &a.meta.lycoris[m];
+    assert_eq!((o.exact_rank, o.rank), (3072, 877));
+    let t = o.truncation.expect("truncation reported");
+    assert!(t.dropped_energy > 0.0 && t.dropped_energy < 1.0);
+    assert!(a
+        .meta
+        .warnings
+        .iter()
+        .any(|w| w.contains(m) && w.contains("877")));
+    // asked for its exact rank, the conversion equals LyCORIS' forward
+    use loratool::adapter::lycoris;
+    let f = SafetensorsFile::open(&fixture("lycoris.safetensors")).unwrap();
+    let mut tensors = lycoris::ModuleTensors::new();
+    for local in ["lokr_w1", "lokr_w2", "alpha"] {
+        let t = f
+            .tensor(&format!("lycoris_context_embedder.{local}"))
+            .unwrap();
+        tensors.insert(local, t);
+    }
+    let mut opts = lycoris::Options::lycoris();
+    opts.max_rank = Some(3072);
+    let c = lycoris::convert("context_embedder", &tensors, &opts).unwrap();
+    let x = probes
+        .tensor("lycoris_context_embedder.x")
+        .unwrap()
+        .to_f64();
+    let y = probes
+        .tensor("lycoris_context_embedder.y")
+        .unwrap()
+        .to_f64();
+    let e = rel(&apply(&c.layer, &x, 8), &y);
+    assert!(e < 1e-5, "context_embedder exact: relative error {e:e}");
+    // the capped layer keeps most of it (the probes see the dropped part as error)
+    let capped = rel(&apply(&a.layers[m], &x, 8), &y);
+    assert!(
+        capped < t.dropped_energy.sqrt() * 3.0 + 1e-6,
+        "{capped} vs {t:?}"
+    );
+}
