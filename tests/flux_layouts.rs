@@ -554,7 +554,40 @@ fn standalone_lycoris_lokr_reads_onto_canonical_modules() {
     .unwrap();
     assert_same(m, l, &want, 1.0);
     assert!(a.meta.lycoris.contains_key(m));
-    let _ = ReadOptions::default();
+    // the same module on its diffusers path (ai-toolkit's LyCORIS files)
+    let dir2 = tempfile::tempdir().unwrap();
+    let p2 = write_file(
+        dir2.path(),
+        &[
+            (
+                "transformer.single_transformer_blocks.0.proj_out.lokr_w1",
+                vec![4, 4],
+            ),
+            (
+                "transformer.single_transformer_blocks.0.proj_out.lokr_w2_a",
+                vec![768, 2],
+            ),
+            (
+                "transformer.single_transformer_blocks.0.proj_out.lokr_w2_b",
+                vec![2, 3840],
+            ),
+        ],
+    );
+    let b = read_adapter(&p2, None, &ReadContext::default()).unwrap();
+    assert_same("diffusers path", &b.layers[m], &want, 1.0);
+    // and reading with --skip-unknown still refuses nothing here
+    let opts = ReadContext {
+        opts: ReadOptions {
+            skip_unknown: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert!(read_adapter(&p2, None, &opts)
+        .unwrap()
+        .meta
+        .warnings
+        .is_empty());
 }
 
 /// `y = x·ΔWᵀ` for probe rows `x` (`n × in`), from the layer's factors.

@@ -111,7 +111,13 @@ pub static CODECS: [Codec; 8] = [
     Codec {
         format: Format::Lycoris,
         claims_dir: |_| false,
-        claims_key: Some(|k| k.starts_with("lycoris_")),
+        // also LyCORIS modules on diffusers paths (ai-toolkit's `transformer.<path>.lokr_w1`)
+        claims_key: Some(|k| {
+            k.starts_with("lycoris_")
+                || k.starts_with("transformer.")
+                    && super::lycoris::split_key(k)
+                        .is_some_and(|(_, l)| super::lycoris::needs_conversion([l]))
+        }),
         read: |p, cx| dit::read(p, cx.opts),
         write: |_, _, _| Err(read_only(Format::Lycoris)),
         companions: &[],
@@ -338,6 +344,36 @@ mod tests {
         );
         let peft = ["base_model.model.x.lora_A.weight", "m.lora_embedding_A"];
         assert_eq!(format_of_keys(p, peft.into_iter()).ok(), Some(Format::Peft));
+        let cases: [(&[&str], Format); 5] = [
+            (
+                &[
+                    "diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight",
+                    "text_encoders.clip_l.transformer.text_model.encoder.layers.0.mlp.fc1.alpha",
+                ],
+                Format::Comfy,
+            ),
+            (
+                &[
+                    "lora_transformer_x_embedder.lora_down.weight",
+                    "lora_transformer_x_embedder.alpha",
+                    "lora_te1_text_model_encoder_layers_0_mlp_fc1.alpha",
+                ],
+                Format::OneTrainer,
+            ),
+            (
+                &["double_blocks.0.processor.qkv_lora1.down.weight"],
+                Format::Xlabs,
+            ),
+            (&["lycoris_context_embedder.lokr_w1"], Format::Lycoris),
+            (&["transformer.x_embedder.lokr_w1"], Format::Lycoris),
+        ];
+        for (keys, want) in cases {
+            assert_eq!(
+                format_of_keys(p, keys.iter().copied()).ok(),
+                Some(want),
+                "{keys:?}"
+            );
+        }
         assert!(format_of_keys(p, ["m.lora_down.weight"].into_iter()).is_err());
     }
 }
