@@ -683,3 +683,52 @@ fn lycoris_made_by_lycoris_on_flux_matches_its_forward() {
         "{capped} vs {t:?}"
     );
 }
+
+#[test]
+fn merge_of_two_layouts_through_the_library_is_the_weighted_sum() {
+    // a kohya Flux file and an XLabs one, merged with weights into a ComfyUI file and saved
+    // in the store: every module is 0.6·ΔW_kohya + 0.4·ΔW_xlabs
+    use loratool::app::merge::MergeRequest;
+    use loratool::app::{InputRef, Session};
+    use loratool::ops::merge::{MergeMethod, MergeOptions};
+    let home = tempfile::tempdir().unwrap();
+    let session = Session::new().with_store_root(home.path());
+    let (a, b) = (fixture("kohya.safetensors"), fixture("xlabs.safetensors"));
+    let out = home.path().join("merged.safetensors");
+    session
+        .merge(&MergeRequest {
+            inputs: vec![
+                InputRef::parse(a.to_str().unwrap()).unwrap(),
+                InputRef::parse(b.to_str().unwrap()).unwrap(),
+            ],
+            skip_unknown: false,
+            base: None,
+            options: MergeOptions {
+                method: MergeMethod::Sum,
+                weights: vec![0.6, 0.4],
+                ..Default::default()
+            },
+            output: out.clone(),
+            to: Some(Format::Comfy),
+            save: Some(loratool::registry::Reference::parse("acme/flux-merged:v1").unwrap()),
+        })
+        .unwrap();
+    let merged = read(&out);
+    assert_eq!(merged.meta.source_format, Some(Format::Comfy));
+    let (la, lb) = (read(&a), read(&b));
+    let mut n = 0;
+    for (path, layer) in &merged.layers {
+        let mut terms = Vec::new();
+        if let Some(l) = la.layers.get(path) {
+            terms.push((l, 0.6));
+        }
+        if let Some(l) = lb.layers.get(path) {
+            terms.push((l, 0.4));
+        }
+        assert!(!terms.is_empty(), "{path}");
+        let e = layer_rel_diff(layer, &terms);
+        assert!(e < 1e-6, "{path}: {e:e}");
+        n += 1;
+    }
+    assert_eq!(n, la.layers.len());
+}
