@@ -318,6 +318,51 @@ fn onetrainer_flux_matches_diffusers() {
 }
 
 #[test]
+fn comfy_with_peft_style_factor_names_reads_the_same() {
+    // ComfyUI also takes `lora_A`/`lora_B` under `diffusion_model.` (no alpha: scale 1)
+    let src = SafetensorsFile::open(&fixture("comfy.safetensors")).unwrap();
+    let m = "diffusion_model.double_blocks.0.img_attn.qkv";
+    let d = src.tensor(&format!("{m}.lora_down.weight")).unwrap();
+    let u = src.tensor(&format!("{m}.lora_up.weight")).unwrap();
+    let pending = [
+        PendingTensor::from_tensor(format!("{m}.lora_A.weight"), &d),
+        PendingTensor::from_tensor(format!("{m}.lora_B.weight"), &u),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ab.safetensors");
+    write_safetensors(&p, &pending, None, &|_| {}).unwrap();
+    let a = read(&p);
+    assert_eq!(a.meta.source_format, Some(Format::Comfy));
+    let whole = LoraLayer::new(m, d.clone(), u.clone(), 2.0, LayerKind::Linear).unwrap();
+    let q = &a.layers["transformer.transformer_blocks.0.attn.to_q"];
+    assert_eq!((q.out_features(), q.rank(), q.scale()), (3072, 2, 1.0));
+    // the three parts stacked are the fused module's ΔW
+    let parts: Vec<&LoraLayer> = ["to_q", "to_k", "to_v"]
+        .iter()
+        .map(|p| &a.layers[&format!("transformer.transformer_blocks.0.attn.{p}")])
+        .collect();
+    let stacked = |l: &LoraLayer, i: usize| {
+        let mut up = vec![0f32; 9216 * 2];
+        up[i * 3072 * 2..(i + 1) * 3072 * 2].copy_from_slice(&l.up.to_f32());
+        LoraLayer::new(
+            "x",
+            l.down.clone(),
+            Tensor::from_f32(vec![9216, 2], &up, DType::F32).unwrap(),
+            l.alpha,
+            LayerKind::Linear,
+        )
+        .unwrap()
+    };
+    let s: Vec<LoraLayer> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, l)| stacked(l, i))
+        .collect();
+    let terms: Vec<(&LoraLayer, f64)> = s.iter().map(|l| (l, 1.0)).collect();
+    assert!(layer_rel_diff(&whole, &terms) < TOL);
+}
+
+#[test]
 fn xlabs_flux_matches_diffusers() {
     let a = read(&fixture("xlabs.safetensors"));
     assert_eq!(a.meta.source_format, Some(Format::Xlabs));
