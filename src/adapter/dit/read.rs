@@ -306,9 +306,17 @@ fn distribute(name: &str, entry: &Entry, layer: &LoraLayer) -> Result<Vec<(Strin
         };
         return Ok(vec![(part.row.canonical.clone(), l)]);
     }
-    // a part whose rows of B are all zero has ΔW = 0 exactly: a writer filled in a module the
-    // adapter did not train (fusing needs every part); it is not a module of the adapter
+    // a part whose rows of B are all zero while others are not has ΔW = 0 exactly: a writer
+    // filled in a module the adapter did not train (fusing needs every part), so it is not a
+    // module of the adapter (an untrained all-zero LoRA keeps all its parts)
     let mut parts = fused::split(name, layer, &ranges(entry))?;
-    parts.retain(|(_, l)| l.up.to_f32().iter().any(|&x| x != 0.0));
+    let nonzero: Vec<bool> = parts
+        .iter()
+        .map(|(_, l)| l.up.to_f32().iter().any(|&x| x != 0.0))
+        .collect();
+    if nonzero.iter().any(|&n| n) {
+        let mut keep = nonzero.into_iter();
+        parts.retain(|_| keep.next().unwrap_or(true));
+    }
     Ok(parts)
 }
