@@ -777,3 +777,92 @@ fn merge_of_two_layouts_through_the_library_is_the_weighted_sum() {
     }
     assert_eq!(n, la.layers.len());
 }
+
+#[test]
+fn bake_of_a_comfy_flux_lora_into_a_diffusers_pipeline_adds_its_delta() {
+    // a ComfyUI-layout LoRA on the BFL modules `img_in` (diffusers x_embedder, 3072×64) and
+    // `time_in.in_layer` (timestep_embedder.linear_1, 3072×256), baked into a diffusers pipeline
+    // directory holding just those transformer weights: W' = W + scale·B·A at the diffusers
+    // names (the half swap is covered by the round trips above)
+    use loratool::app::bake::BakeRequest;
+    use loratool::app::{InputRef, Session};
+    let dir = tempfile::tempdir().unwrap();
+    let pipe = dir.path().join("pipe");
+    std::fs::create_dir_all(pipe.join("transformer")).unwrap();
+    std::fs::write(pipe.join("model_index.json"), "{}").unwrap();
+    let rnd = |shape: Vec<usize>, seed: usize| {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|i| (((i * 7919 + seed * 104_729) % 2001) as f32 - 1000.0) * 1e-4)
+            .collect();
+        Tensor::from_f32(shape, &v, DType::F32).unwrap()
+    };
+    let (w1, w2) = (rnd(vec![3072, 64], 1), rnd(vec![3072, 256], 2));
+    let base = [
+        PendingTensor::from_tensor("x_embedder.weight", &w1),
+        PendingTensor::from_tensor("time_text_embed.timestep_embedder.linear_1.weight", &w2),
+    ];
+    write_safetensors(
+        &pipe.join("transformer/diffusion_pytorch_model.safetensors"),
+        &base,
+        None,
+        &|_| {},
+    )
+    .unwrap();
+    let (a1, b1, a2, b2) = (
+        rnd(vec![2, 64], 3),
+        rnd(vec![3072, 2], 4),
+        rnd(vec![1, 256], 5),
+        rnd(vec![3072, 1], 6),
+    );
+    let (al1, al2) = (
+        Tensor::scalar(1.0, DType::F32).unwrap(),
+        Tensor::scalar(3.0, DType::F32).unwrap(),
+    );
+    let lora = [
+        PendingTensor::from_tensor("diffusion_model.img_in.lora_down.weight", &a1),
+        PendingTensor::from_tensor("diffusion_model.img_in.lora_up.weight", &b1),
+        PendingTensor::from_tensor("diffusion_model.img_in.alpha", &al1),
+        PendingTensor::from_tensor("diffusion_model.time_in.in_layer.lora_down.weight", &a2),
+        PendingTensor::from_tensor("diffusion_model.time_in.in_layer.lora_up.weight", &b2),
+        PendingTensor::from_tensor("diffusion_model.time_in.in_layer.alpha", &al2),
+    ];
+    let lp = dir.path().join("lora.safetensors");
+    write_safetensors(&lp, &lora, None, &|_| {}).unwrap();
+    let out = dir.path().join("baked");
+    Session::new()
+        .with_store_root(dir.path().join("store"))
+        .bake(&BakeRequest {
+            base: pipe.clone(),
+            adapters: vec![InputRef::parse(lp.to_str().unwrap()).unwrap()],
+            weights: vec![],
+            output: out.clone(),
+            export_lora_compat: false,
+        })
+        .unwrap();
+    let baked = SafetensorsFile::open(&out.join("transformer/diffusion_pytorch_model.safetensors"))
+        .unwrap();
+    for (name, w, a, b, scale) in [
+        ("x_embedder.weight", &w1, &a1, &b1, 0.5),
+        (
+            "time_text_embed.timestep_embedder.linear_1.weight",
+            &w2,
+            &a2,
+            &b2,
+            3.0,
+        ),
+    ] {
+        let got = baked.tensor(name).unwrap().to_f64();
+        let (w, a, b) = (w.to_f64(), a.to_f64(), b.to_f64());
+        let r = b.len() / 3072;
+        let n = a.len() / r;
+        let mut worst = 0.0f64;
+        for o in 0..3072 {
+            for c in 0..n {
+                let d: f64 = (0..r).map(|k| b[o * r + k] * a[k * n + c]).sum();
+                worst = worst.max((got[o * n + c] - (w[o * n + c] + scale * d)).abs());
+            }
+        }
+        assert!(worst < 1e-6, "{name}: {worst:e}");
+    }
+}
