@@ -40,7 +40,7 @@ pub fn looks_like_dit<'a>(mut keys: impl Iterator<Item = &'a str>) -> bool {
     })
 }
 
-/// A module's keys by local name, in file order of first appearance.
+/// Each module's tensor keys by local name (`lora_down`, `alpha`, `hada_w1_a`, …).
 type Grouped = BTreeMap<String, BTreeMap<&'static str, String>>;
 
 /// sd-scripts' `split_qkv=True` (from `ss_network_args`): fused modules were trained as
@@ -85,6 +85,8 @@ fn shapes_fit(file: &SafetensorsFile, e: &Entry, keys: &BTreeMap<&'static str, S
     }
 }
 
+/// Read a Flux / SD3 adapter file in any layout (see the module docs); `source_format` is the
+/// layout most of its modules are named in.
 pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
     let file = SafetensorsFile::open(path)?;
     let md = file.metadata().clone();
