@@ -146,7 +146,7 @@ pub fn write(
     adapter: &Adapter,
     layout: WriteLayout,
     out: &Path,
-    progress: &dyn Fn(u64),
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<WriteReport> {
     if !adapter.full.is_empty() {
         return Err(Error::Invalid(
