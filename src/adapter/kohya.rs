@@ -157,6 +157,8 @@ pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
     }
     meta.family = Some(family.to_string());
     meta.lycoris = resolved.origins;
+    meta.warnings
+        .extend(lycoris::truncation_warnings(&meta.lycoris));
     Ok(Adapter {
         layers: resolved.layers,
         full: BTreeMap::new(),

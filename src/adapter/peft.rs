@@ -322,6 +322,8 @@ pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
         layers.insert(module.clone(), c.layer);
         meta.lycoris.insert(module, c.origin);
     }
+    meta.warnings
+        .extend(lycoris::truncation_warnings(&meta.lycoris));
     if layers.is_empty() {
         return Err(Error::malformed(&weights_path, "no LoRA tensors found"));
     }
