@@ -146,7 +146,7 @@ fn from_helper(
     registry: &str,
     config: &std::path::Path,
 ) -> Result<Option<Credentials>> {
-    use std::io::Write as _;
+    use std::io::{Seek as _, Write as _};
     use std::process::{Command, Stdio};
     // the name comes from a file: never let it name a path
     if helper.is_empty()
@@ -168,21 +168,20 @@ fn from_helper(
             config.display()
         ))
     };
-    let mut child = Command::new(&program)
+    // the server name goes in from a file, not a pipe: a helper that exits without reading
+    // must not raise SIGPIPE in loratool (the CLI keeps SIGPIPE's default action)
+    let mut input = tempfile::tempfile().map_err(|e| failed(format!("no temp file: {e}")))?;
+    input
+        .write_all(registry.as_bytes())
+        .and_then(|_| input.seek(std::io::SeekFrom::Start(0)).map(|_| ()))
+        .map_err(|e| failed(format!("no temp file: {e}")))?;
+    let child = Command::new(&program)
         .arg("get")
-        .stdin(Stdio::piped())
+        .stdin(Stdio::from(input))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| failed(format!("cannot run it: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // a helper may answer without reading (e.g. an empty store): its exit status decides
-        if let Err(e) = stdin.write_all(registry.as_bytes()) {
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                return Err(failed(format!("cannot write to it: {e}")));
-            }
-        }
-    }
     let out = child
         .wait_with_output()
         .map_err(|e| failed(format!("it did not finish: {e}")))?;
