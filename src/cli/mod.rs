@@ -4,12 +4,13 @@
 //! library user would need.
 //!
 //! One file per command group: `info`, `convert`, `resize` (with the rank arguments extract
-//! shares), `merge`, `quantize`, `bake`, `extract`, `registry` (add, list, show, tag, rm, gc,
+//! shares), `check`, `merge`, `quantize`, `bake`, `extract`, `registry` (add, list, show, tag, rm, gc,
 //! verify, export), `push`, `pull`; `args` holds shared argument groups and value parsers, `progress` the
 //! terminal observer, `fmt` number formatting.
 
 mod args;
 mod bake;
+mod check;
 mod convert;
 mod extract;
 mod fmt;
@@ -42,6 +43,10 @@ struct Cli {
 enum Command {
     /// Describe an adapter or a base model from its header (instant on multi-GB files).
     Info(info::InfoArgs),
+    /// Find what is wrong with an adapter (NaN/Inf, zero or rank-deficient modules, duplicate
+    /// or unplaceable keys, stale kohya hashes, PEFT config disagreements, and with --base
+    /// shapes against the base model). Exit 0 clean, 1 problems found, 2 unusable input.
+    Check(check::CheckArgs),
     /// Convert an adapter between the PEFT, diffusers, kohya and llama.cpp GGUF formats.
     Convert(convert::ConvertArgs),
     /// Lower an adapter's rank per module (fixed, or chosen from singular values).
@@ -91,6 +96,16 @@ pub fn run() -> i32 {
     let session = Session::new().with_observer(&terminal);
     let result = match cli.command {
         Command::Info(a) => info::run(&session, a),
+        Command::Check(a) => {
+            // 1 means "problems found", so an input that cannot be checked at all is a 2
+            return match check::run(&session, a) {
+                Ok(clean) => i32::from(!clean),
+                Err(e) => {
+                    report_error(&e);
+                    2
+                }
+            };
+        }
         Command::Convert(a) => convert::run(&session, a),
         Command::Resize(a) => resize::run(&session, a),
         Command::Merge(a) => merge::run(&session, a),
