@@ -43,7 +43,7 @@ pub fn run(session: &Session<'_>, args: CheckArgs) -> Result<bool> {
     })?;
     if args.json.json {
         super::print_json(&outcome)?;
-    } else {
+    } else if !super::quiet() {
         print_text(&outcome);
     }
     Ok(outcome.clean)

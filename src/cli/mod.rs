@@ -32,11 +32,21 @@ use std::io::Write;
     name = "loratool",
     version,
     about = "Inspect, convert, resize, merge, bake, extract and quantize LoRA adapters (PEFT, diffusers, kohya, llama.cpp GGUF) exactly and fast",
-    after_help = "Exit codes: 0 success, 1 error while running, 2 bad command line."
+    after_help = "Exit codes: 0 success, 1 error while running, 2 bad command line.\nOutput: reports on stdout, warnings and progress on stderr (progress bars only when stderr is a terminal); NO_COLOR is honoured; --json output is described in docs/json.md."
 )]
 struct Cli {
+    /// Print nothing but errors and warnings (and --json output): no report, no progress bars.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether `--quiet` was given: commands skip their text report.
+fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 #[derive(Subcommand)]
@@ -92,7 +102,8 @@ pub fn run() -> i32 {
             return code;
         }
     };
-    let terminal = progress::Terminal;
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
+    let terminal = progress::Terminal::new(cli.quiet);
     let session = Session::new().with_observer(&terminal);
     let result = match cli.command {
         Command::Info(a) => info::run(&session, a),
