@@ -50,7 +50,7 @@ fn default_reports_fit_one_screen_and_the_table_lists_every_module() {
     }
     assert!(!text.contains(errs[errs.len() - 1].1.as_str()));
     for flag in ["--table", "-v", "--verbose"] {
-        assert!(lines(&resize(&[flag])) >= 350 + 1, "{flag}");
+        assert!(lines(&resize(&[flag])) > 350, "{flag}");
     }
 
     let merge = |extra: &[&str]| {
@@ -70,7 +70,7 @@ fn default_reports_fit_one_screen_and_the_table_lists_every_module() {
     };
     let n = lines(&merge(&[]));
     assert!(n <= 24, "{n} lines");
-    assert!(lines(&merge(&["--table"])) >= 350 + 1);
+    assert!(lines(&merge(&["--table"])) > 350);
 }
 
 #[test]
