@@ -5,13 +5,14 @@
 //!
 //! One file per command group: `info`, `convert`, `resize` (with the rank arguments extract
 //! shares), `check`, `merge`, `quantize`, `bake`, `extract`, `registry` (add, list, show, tag, rm, gc,
-//! verify, export), `push`, `pull`; `args` holds shared argument groups and value parsers, `progress` the
+//! verify, export), `push`, `pull`, `docs` (completions, man pages); `args` holds shared argument groups and value parsers, `progress` the
 //! terminal observer, `fmt` number formatting.
 
 mod args;
 mod bake;
 mod check;
 mod convert;
+mod docs;
 mod extract;
 mod fmt;
 mod info;
@@ -90,6 +91,10 @@ enum Command {
     Push(push::PushArgs),
     /// Download an adapter from the Hugging Face Hub (hf://) or an OCI registry (oci://).
     Pull(pull::PullArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man(docs::ManArgs),
 }
 
 /// Parse the command line, run the command, and return the process exit code.
@@ -133,6 +138,8 @@ pub fn run() -> i32 {
         Command::Export(a) => registry::export(&session, a),
         Command::Push(a) => push::run(&session, a),
         Command::Pull(a) => pull::run(&session, a),
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(a),
     };
     match result {
         Ok(()) => 0,
