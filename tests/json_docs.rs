@@ -67,7 +67,9 @@ fn every_documented_command_prints_its_documented_fields() {
         "info: spectrum",
         json(&["info", s(&kohya), "--spectrum", "--json"]),
     );
-    runs.insert("check", json(&["check", s(&kohya), "--json"]));
+    // a file with findings (sd-scripts' zero directions), so `findings[]` has elements
+    let svd_merge = fixture("kohya/sd15_svd_merge_0.6_0.4_r4.safetensors");
+    runs.insert("check", json(&["check", s(&svd_merge), "--json"]));
     runs.insert(
         "convert",
         json(&[

@@ -23,6 +23,7 @@ pub mod quantize;
 pub mod remote;
 pub mod resize;
 mod session;
+pub mod spectrum;
 pub mod store;
 
 pub use error::{AppError, Result, ResultExt};
