@@ -18,7 +18,7 @@ fn exit_codes_separate_usage_errors_from_runtime_errors() {
     );
     let o = loratool(&["convert", "x", "--to", "onnx", "-o", "y"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("expected peft, diffusers, kohya or gguf"));
+    assert!(stderr(&o).contains("expected peft, diffusers, kohya, gguf, comfy"));
     let o = loratool(&["info", "/nonexistent/adapter.safetensors"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
