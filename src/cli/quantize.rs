@@ -50,6 +50,9 @@ pub fn run(session: &Session<'_>, args: QuantizeArgs) -> Result<()> {
     if args.json.json {
         return super::print_json(&outcome);
     }
+    if super::quiet() {
+        return Ok(());
+    }
     print_report(&outcome, args.ty);
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod merge;
 pub mod model_layout;
 pub mod resize;
 mod schedule;
+pub mod spectrum;
 
 /// One adapter of a bake and its weight (llama.cpp's `--lora-scaled` scale), with the label
 /// errors name it by.
