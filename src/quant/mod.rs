@@ -30,6 +30,7 @@ mod q5;
 mod q5_k;
 mod q6_k;
 mod q8_0;
+mod weighted;
 
 use std::fmt;
 use std::str::FromStr;
@@ -284,6 +285,44 @@ pub fn quantize_into(ty: QuantType, data: &[f32], row_len: usize, out: &mut [u8]
     out.par_chunks_mut(row_bytes * per_task)
         .zip(data.par_chunks(row_len * per_task))
         .for_each(|(dst, src)| encode(ty, src, dst));
+    Ok(())
+}
+
+/// [`quantize_into`] with importance weights, as `llama-quantize --imatrix` encodes: `weights`
+/// holds one value per column (`row_len`), used for every row. Types ggml has no weighted
+/// encoder for (Q8_0, the float types) encode as [`quantize_into`] does.
+pub fn quantize_weighted_into(
+    ty: QuantType,
+    data: &[f32],
+    row_len: usize,
+    weights: &[f32],
+    out: &mut [u8],
+) -> Result<()> {
+    let rows = count_rows(ty, data.len(), row_len)?;
+    let row_bytes = ty.row_bytes(row_len)?;
+    if weights.len() != row_len {
+        return Err(Error::Invalid(format!(
+            "quantize {ty}: {} importance weights for rows of {row_len} values",
+            weights.len()
+        )));
+    }
+    if out.len() != rows * row_bytes {
+        return Err(Error::Invalid(format!(
+            "quantize {ty}: output buffer holds {} bytes, {rows} rows of {row_bytes} bytes needed",
+            out.len()
+        )));
+    }
+    if rows == 0 {
+        return Ok(());
+    }
+    let per_task = rows_per_task(row_len);
+    out.par_chunks_mut(row_bytes * per_task)
+        .zip(data.par_chunks(row_len * per_task))
+        .for_each(|(dst, src)| {
+            for (y, x) in dst.chunks_exact_mut(row_bytes).zip(src.chunks_exact(row_len)) {
+                weighted::quantize_row(ty, x, weights, y);
+            }
+        });
     Ok(())
 }
 

@@ -51,7 +51,7 @@ pub(super) fn quantize(src: &[f32], dst: &mut [u8]) {
             }
         }
         let (sc, rest) = y.split_at_mut(QK_K / 16);
-        let (qs, dd) = rest.split_at_mut(QK_K / 4);
+        let dd = &mut rest[QK_K / 4..];
         if max_scale > 0.0 {
             let iscale = 15.0 / max_scale;
             for (s, &scale) in sc.iter_mut().zip(&scales) {
@@ -71,21 +71,29 @@ pub(super) fn quantize(src: &[f32], dst: &mut [u8]) {
         } else {
             write_f16(&mut dd[2..4], 0.0);
         }
-        let d_all = read_f16(&dd[0..2]);
-        let dmin_all = read_f16(&dd[2..4]);
-        for j in 0..QK_K / 16 {
-            let d = d_all * f32::from(sc[j] & 0x0F);
-            if d == 0.0 {
-                continue;
-            }
-            let dm = dmin_all * f32::from(sc[j] >> 4);
-            for ii in 0..16 {
-                let q = nearest_int((x[16 * j + ii] + dm) / d).clamp(0, 3);
-                l[16 * j + ii] = q as u8;
-            }
-        }
-        pack_2bit(&l, qs);
+        requantize_and_pack(x, y, &mut l);
     }
+}
+
+/// The end of both Q2_K quantizers: each sub-block re-quantized against its stored (fp16,
+/// 4-bit) scale and min (sub-blocks with a zero scale keep `l`), then packed.
+pub(super) fn requantize_and_pack(x: &[f32], y: &mut [u8], l: &mut [u8; QK_K]) {
+    let (sc, rest) = y.split_at_mut(QK_K / 16);
+    let (qs, dd) = rest.split_at_mut(QK_K / 4);
+    let d_all = read_f16(&dd[0..2]);
+    let dmin_all = read_f16(&dd[2..4]);
+    for j in 0..QK_K / 16 {
+        let d = d_all * f32::from(sc[j] & 0x0F);
+        if d == 0.0 {
+            continue;
+        }
+        let dm = dmin_all * f32::from(sc[j] >> 4);
+        for ii in 0..16 {
+            let q = nearest_int((x[16 * j + ii] + dm) / d).clamp(0, 3);
+            l[16 * j + ii] = q as u8;
+        }
+    }
+    pack_2bit(l, qs);
 }
 
 /// Two-bit packing shared with Q3_K: per 128 values, byte l = v[l] | v[l+32] << 2 |

@@ -17,7 +17,6 @@ pub(super) const BYTES: usize = QK_K / 8 + QK_K / 4 + 12 + 2;
 
 pub(super) fn quantize(src: &[f32], dst: &mut [u8]) {
     let mut l = [0i8; QK_K];
-    let mut lu = [0u8; QK_K];
     let mut scales = [0f32; QK_K / 16];
     for (x, y) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(BYTES)) {
         let mut max_scale = 0.0f32;
@@ -31,9 +30,7 @@ pub(super) fn quantize(src: &[f32], dst: &mut [u8]) {
                 max_scale = scales[j];
             }
         }
-        let (hmask, rest) = y.split_at_mut(QK_K / 8);
-        let (qs, rest) = rest.split_at_mut(QK_K / 4);
-        let (sc, dd) = rest.split_at_mut(12);
+        let (sc, dd) = y[QK_K / 8 + QK_K / 4..].split_at_mut(12);
         sc.fill(0);
         if max_scale != 0.0 {
             let iscale = -32.0 / max_scale;
@@ -52,30 +49,41 @@ pub(super) fn quantize(src: &[f32], dst: &mut [u8]) {
         } else {
             write_f16(dd, 0.0);
         }
-        let d_all = read_f16(dd);
-        for j in 0..QK_K / 16 {
-            let low = if j < 8 { sc[j] & 0x0F } else { sc[j - 8] >> 4 };
-            let s = (low | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i8 - 32;
-            let d = d_all * f32::from(s);
-            if d == 0.0 {
-                continue;
-            }
-            for ii in 0..16 {
-                let q = nearest_int(x[16 * j + ii] / d).clamp(-4, 3);
-                l[16 * j + ii] = (q + 4) as i8;
-            }
-        }
-        hmask.fill(0);
-        for (j, (&q, out)) in l.iter().zip(lu.iter_mut()).enumerate() {
-            let mut q = q as u8;
-            if q > 3 {
-                hmask[j % 32] |= 1 << (j / 32);
-                q -= 4;
-            }
-            *out = q;
-        }
-        pack_2bit(&lu, qs);
+        requantize_and_pack(x, y, &mut l);
     }
+}
+
+/// The end of both Q3_K quantizers: each sub-block re-quantized against its stored (fp16,
+/// 6-bit) scale (sub-blocks with a zero scale keep `l`, offset by 4), then the high bits go to
+/// `hmask` and the low two bits are packed.
+pub(super) fn requantize_and_pack(x: &[f32], y: &mut [u8], l: &mut [i8; QK_K]) {
+    let (hmask, rest) = y.split_at_mut(QK_K / 8);
+    let (qs, rest) = rest.split_at_mut(QK_K / 4);
+    let (sc, dd) = rest.split_at_mut(12);
+    let d_all = read_f16(dd);
+    for j in 0..QK_K / 16 {
+        let low = if j < 8 { sc[j] & 0x0F } else { sc[j - 8] >> 4 };
+        let s = (low | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i8 - 32;
+        let d = d_all * f32::from(s);
+        if d == 0.0 {
+            continue;
+        }
+        for ii in 0..16 {
+            let q = nearest_int(x[16 * j + ii] / d).clamp(-4, 3);
+            l[16 * j + ii] = (q + 4) as i8;
+        }
+    }
+    hmask.fill(0);
+    let mut lu = [0u8; QK_K];
+    for (j, (&q, out)) in l.iter().zip(lu.iter_mut()).enumerate() {
+        let mut q = q as u8;
+        if q > 3 {
+            hmask[j % 32] |= 1 << (j / 32);
+            q -= 4;
+        }
+        *out = q;
+    }
+    pack_2bit(&lu, qs);
 }
 
 /// The 16 signed 6-bit scales (already minus 32) of a Q3_K block, as ggml's

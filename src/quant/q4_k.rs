@@ -31,10 +31,16 @@ pub(super) fn quantize(src: &[f32], dst: &mut [u8]) {
         write_f16(&mut y[0..2], d);
         write_f16(&mut y[2..4], dmin);
         requantize_with_stored_scales(x, &y[..16], 15, &mut l);
-        for (chunk, q) in l.chunks_exact(64).zip(y[16..].chunks_exact_mut(32)) {
-            for (k, byte) in q.iter_mut().enumerate() {
-                *byte = chunk[k] | (chunk[k + 32] << 4);
-            }
+        pack_nibbles(&l, &mut y[16..]);
+    }
+}
+
+/// Q4_K quants into 128 bytes: per 64-value chunk, value c+k in the low nibble of byte k and
+/// value c+k+32 in the high nibble.
+pub(super) fn pack_nibbles(l: &[u8; QK_K], qs: &mut [u8]) {
+    for (chunk, q) in l.chunks_exact(64).zip(qs.chunks_exact_mut(32)) {
+        for (k, byte) in q.iter_mut().enumerate() {
+            *byte = chunk[k] | (chunk[k + 32] << 4);
         }
     }
 }

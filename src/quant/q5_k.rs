@@ -28,23 +28,29 @@ pub(super) fn quantize(src: &[f32], dst: &mut [u8]) {
         write_f16(&mut y[0..2], d);
         write_f16(&mut y[2..4], dmin);
         requantize_with_stored_scales(x, &y[..16], 31, &mut l);
-        let (qh, ql) = y[16..].split_at_mut(QK_K / 8);
-        qh.fill(0);
-        for (n, (chunk, q)) in l.chunks_exact(64).zip(ql.chunks_exact_mut(32)).enumerate() {
-            let (m1, m2) = (1u8 << (2 * n), 2u8 << (2 * n));
-            for (k, byte) in q.iter_mut().enumerate() {
-                let mut l1 = chunk[k];
-                if l1 > 15 {
-                    l1 -= 16;
-                    qh[k] |= m1;
-                }
-                let mut l2 = chunk[k + 32];
-                if l2 > 15 {
-                    l2 -= 16;
-                    qh[k] |= m2;
-                }
-                *byte = l1 | (l2 << 4);
+        pack(&l, &mut y[16..]);
+    }
+}
+
+/// Q5_K quants into `qh` (32 bytes: bit 2n / 2n+1 of byte k = high bit of value 64n+k /
+/// 64n+k+32) and `ql` (128 bytes, low nibbles as Q4_K).
+pub(super) fn pack(l: &[u8; QK_K], out: &mut [u8]) {
+    let (qh, ql) = out.split_at_mut(QK_K / 8);
+    qh.fill(0);
+    for (n, (chunk, q)) in l.chunks_exact(64).zip(ql.chunks_exact_mut(32)).enumerate() {
+        let (m1, m2) = (1u8 << (2 * n), 2u8 << (2 * n));
+        for (k, byte) in q.iter_mut().enumerate() {
+            let mut l1 = chunk[k];
+            if l1 > 15 {
+                l1 -= 16;
+                qh[k] |= m1;
             }
+            let mut l2 = chunk[k + 32];
+            if l2 > 15 {
+                l2 -= 16;
+                qh[k] |= m2;
+            }
+            *byte = l1 | (l2 << 4);
         }
     }
 }
