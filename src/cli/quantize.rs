@@ -10,16 +10,26 @@ use super::adapter_io::{resolve_input, save_output, SaveOp};
 use super::fmt::human_bytes;
 use super::progress::bytes_bar;
 use crate::io::gguf::GgufFile;
-use crate::ops::gguf_quantize::{quantize_gguf, QuantizeOptions, TensorQuant};
-use crate::quant::QuantType;
+use crate::io::imatrix::ImportanceMatrix;
+use crate::ops::gguf_quantize::{quantize_gguf, Imatrix, QuantizeOptions, TensorQuant};
+use crate::ops::quant_preset::QuantTarget;
 
 #[derive(Args)]
 pub struct QuantizeArgs {
     /// Input GGUF (a llama.cpp model or LoRA adapter).
     pub input: PathBuf,
-    /// Target type: q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, f16, bf16, f32.
-    #[arg(long = "type", value_parser = parse_type)]
-    pub ty: QuantType,
+    /// Target: a ggml type for every quantizable tensor (q8_0, q4_0, q4_1, q5_0, q5_1, q2_k,
+    /// q3_k, q4_k, q5_k, q6_k, f16, bf16, f32), or a llama-quantize preset with its per-tensor
+    /// mixture (q2_k_s, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m; see --mixture).
+    #[arg(long = "type")]
+    pub ty: String,
+    /// Read --type as llama-quantize reads it (its mixture, as without --pure): q2_k, q4_0,
+    /// q4_1, q5_0 and q5_1 become llama-quantize's presets, q4_k means Q4_K_M.
+    #[arg(long)]
+    pub mixture: bool,
+    /// Importance matrix from llama-imatrix (GGUF or legacy .dat), as `llama-quantize --imatrix`.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
     /// Output GGUF.
     #[arg(short, long)]
     pub output: PathBuf,
@@ -35,15 +45,11 @@ pub struct QuantizeArgs {
     pub save: Option<String>,
 }
 
-fn parse_type(s: &str) -> Result<QuantType, String> {
-    s.parse::<QuantType>().map_err(|e| e.to_string())
-}
-
 #[derive(Serialize)]
 struct Report<'a> {
     input: String,
     output: String,
-    target: &'static str,
+    target: String,
     bytes_before: u64,
     bytes_after: u64,
     tensors: &'a [TensorQuant],
@@ -56,9 +62,19 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     let total: u64 = file.tensors.values().map(|t| t.byte_len).sum();
     let bar = bytes_bar(total, "quantizing");
     let progress = |n: u64| bar.inc(n);
+    let target = QuantTarget::parse(&args.ty, args.mixture)?;
+    let matrix = match &args.imatrix {
+        Some(p) => Some(ImportanceMatrix::open(p)?),
+        None => None,
+    };
+    let imatrix_file = args.imatrix.as_ref().map(|p| p.display().to_string());
     let opts = QuantizeOptions {
-        target: args.ty,
+        target,
         allow_requantize: args.allow_requantize,
+        imatrix: matrix
+            .as_ref()
+            .zip(imatrix_file.as_deref())
+            .map(|(matrix, file)| Imatrix { matrix, file }),
     };
     let result = quantize_gguf(&file, &args.output, opts, &progress);
     bar.finish_and_clear();
@@ -69,9 +85,9 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         Some(crate::adapter::Format::Gguf),
         SaveOp {
             operation: "quantize",
-            summary: format!("quantize({})", args.ty.name()),
+            summary: format!("quantize({})", target.name()),
             parameters: vec![
-                ("type", args.ty.name().into()),
+                ("type", target.name().into()),
                 ("allow_requantize", args.allow_requantize.into()),
             ],
             inputs: std::slice::from_ref(&input.source),
@@ -83,7 +99,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         let r = Report {
             input: args.input.display().to_string(),
             output: args.output.display().to_string(),
-            target: args.ty.name(),
+            target: target.name(),
             bytes_before: before,
             bytes_after: after,
             tensors: &tensors,
@@ -108,7 +124,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         println!(
             "  {} tensors not at {} (e.g. {}: {}, stored as {})",
             fallbacks.len(),
-            args.ty,
+            target.name(),
             first.name,
             first.note.as_deref().unwrap_or_default(),
             first.to
@@ -117,7 +133,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     println!(
         "quantized {} to {}: {} → {} ({:.1}%), wrote {}",
         args.input.display(),
-        args.ty,
+        target.name(),
         human_bytes(before),
         human_bytes(after),
         if before > 0 {

@@ -2,6 +2,7 @@
 
 pub mod atomic;
 pub mod gguf;
+pub mod imatrix;
 pub mod model;
 pub mod safetensors;
 pub mod safetensors_write;

@@ -10,5 +10,6 @@ pub mod gguf_bake;
 pub mod gguf_quantize;
 pub mod merge;
 pub mod model_layout;
+pub mod quant_preset;
 pub mod resize;
 mod schedule;

@@ -319,7 +319,10 @@ pub fn quantize_weighted_into(
     out.par_chunks_mut(row_bytes * per_task)
         .zip(data.par_chunks(row_len * per_task))
         .for_each(|(dst, src)| {
-            for (y, x) in dst.chunks_exact_mut(row_bytes).zip(src.chunks_exact(row_len)) {
+            for (y, x) in dst
+                .chunks_exact_mut(row_bytes)
+                .zip(src.chunks_exact(row_len))
+            {
                 weighted::quantize_row(ty, x, weights, y);
             }
         });

@@ -22,8 +22,12 @@ pub(super) fn quantize(src: &[f32], dst: &mut [u8]) {
         let mut max_scale = 0.0f32;
         let mut max_abs_scale = 0.0f32;
         for ib in 0..QK_K / 16 {
-            let scale =
-                make_qx_quants(32, &x[16 * ib..16 * ib + 16], None, &mut l[16 * ib..16 * ib + 16]);
+            let scale = make_qx_quants(
+                32,
+                &x[16 * ib..16 * ib + 16],
+                None,
+                &mut l[16 * ib..16 * ib + 16],
+            );
             scales[ib] = scale;
             if scale.abs() > max_abs_scale {
                 max_abs_scale = scale.abs();

@@ -172,13 +172,8 @@ fn q2_k(x: &[f32], qw: &[f32], y: &mut [u8]) {
             let xs = &xb[16 * j..16 * j + 16];
             fill_weights(&mut weight, &qb[16 * j..16 * j + 16], xs, sigma2);
             sw[j] = sum(&weight);
-            let (scale, min) = make_qkx2_quants(
-                &search,
-                xs,
-                &weight,
-                &mut l[16 * j..16 * j + 16],
-                &mut laux,
-            );
+            let (scale, min) =
+                make_qkx2_quants(&search, xs, &weight, &mut l[16 * j..16 * j + 16], &mut laux);
             scales[j] = scale;
             mins[j] = min;
         }
@@ -264,13 +259,8 @@ fn q45_k(x: &[f32], qw: &[f32], y: &mut [u8], nmax: i32) {
             let xs = &xb[32 * j..32 * j + 32];
             fill_weights(&mut weight, &qb[32 * j..32 * j + 32], xs, sigma2);
             sw[j] = sum(&weight);
-            let (scale, min) = make_qkx2_quants(
-                &search,
-                xs,
-                &weight,
-                &mut l[32 * j..32 * j + 32],
-                &mut laux,
-            );
+            let (scale, min) =
+                make_qkx2_quants(&search, xs, &weight, &mut l[32 * j..32 * j + 32], &mut laux);
             scales[j] = scale;
             mins[j] = min;
         }
@@ -305,10 +295,10 @@ fn q6_k(x: &[f32], qw: &[f32], y: &mut [u8]) {
     {
         let mut max_scale = 0.0f32;
         let mut max_abs_scale = 0.0f32;
-        for ib in 0..QK_K / 16 {
+        for (ib, s) in scales.iter_mut().enumerate() {
             let r = 16 * ib..16 * ib + 16;
             let scale = make_qx_quants(32, &xb[r.clone()], Some(&qb[r.clone()]), &mut l[r]);
-            scales[ib] = scale;
+            *s = scale;
             if scale.abs() > max_abs_scale {
                 max_abs_scale = scale.abs();
                 max_scale = scale;
@@ -355,11 +345,18 @@ mod tests {
             (QuantType::Q6_K, 0.03),
         ] {
             let mut bytes = vec![0u8; 4 * ty.row_bytes(row).unwrap()];
-            for (xr, yr) in x.chunks(row).zip(bytes.chunks_mut(ty.row_bytes(row).unwrap())) {
+            for (xr, yr) in x
+                .chunks(row)
+                .zip(bytes.chunks_mut(ty.row_bytes(row).unwrap()))
+            {
                 quantize_row(ty, xr, &qw, yr);
             }
             let back = super::super::dequantize(ty, &bytes, row).unwrap();
-            let err: f32 = x.iter().zip(&back).map(|(a, b)| (a - b) * (a - b)).sum::<f32>();
+            let err: f32 = x
+                .iter()
+                .zip(&back)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f32>();
             let norm: f32 = x.iter().map(|a| a * a).sum::<f32>();
             let rel = (err / norm).sqrt();
             assert!(rel < bound, "{ty}: relative error {rel}");
@@ -371,7 +368,12 @@ mod tests {
         // All-zero weights make every least-squares sum zero; ggml falls back to zero scales.
         let x = values(QK_K, 3);
         let qw = vec![0.0f32; QK_K];
-        for ty in [QuantType::Q2_K, QuantType::Q3_K, QuantType::Q4_K, QuantType::Q6_K] {
+        for ty in [
+            QuantType::Q2_K,
+            QuantType::Q3_K,
+            QuantType::Q4_K,
+            QuantType::Q6_K,
+        ] {
             let mut y = vec![0u8; ty.row_bytes(QK_K).unwrap()];
             quantize_row(ty, &x, &qw, &mut y);
             let back = super::super::dequantize(ty, &y, QK_K).unwrap();
