@@ -81,6 +81,7 @@ pub(super) fn make_qx_quants(nmax: i32, x: &[f32], qw: Option<&[f32]>, l_out: &m
 /// `make_q3_quants(n, nmax, x, L, do_rmse = true)`: signed quants `L[i] - nmax` in
 /// [-nmax, nmax-1], refined coordinate-wise (up to 5 passes) to minimise the `x^2`-weighted
 /// error; returns the least-squares scale.
+#[cfg(test)]
 pub(super) fn make_q3_quants_rmse(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
@@ -254,6 +255,7 @@ pub(super) fn get_scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 /// The Q4_K/Q5_K super-block scales: per-sub-block `(scale, min)` from `make_qkx2_quants`
 /// quantized to 6 bits against `max/63`, packed into `packed` (12 bytes); returns the f32
 /// `(d, dmin)` to store as fp16. Mirrors the middle of `quantize_row_q{4,5}_K_ref`.
+#[inline(always)]
 pub(super) fn pack_scales_mins(
     scales: &[f32; 8],
     mins: &[f32; 8],
@@ -284,6 +286,7 @@ pub(super) fn pack_scales_mins(
 
 /// The Q4_K/Q5_K 12-byte scale/min packing of eight 6-bit scales `ls` and mins `lm`, with C's
 /// uint8 semantics: bits above the sixth are dropped where ggml's stores drop them.
+#[inline(always)]
 pub(super) fn pack_k4(ls: &[u8; 8], lm: &[u8; 8], packed: &mut [u8]) {
     packed[..12].fill(0);
     for j in 0..8 {
@@ -385,6 +388,7 @@ pub(super) fn make_qp_quants(nmax: i32, x: &[f32], l_out: &mut [u8], qw: &[f32])
 
 /// Q4_K/Q5_K sub-block search: the `av_x + |x|` weights and `make_qkx2_quants` for each of
 /// the 8 sub-blocks of 32 values. Returns per-sub-block `(scales, mins)`; fills `l`.
+#[cfg(test)]
 pub(super) fn search_sub_blocks_32(p: &Qkx2, x: &[f32], l: &mut [u8; 256]) -> ([f32; 8], [f32; 8]) {
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];

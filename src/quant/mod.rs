@@ -22,6 +22,8 @@
 
 mod half;
 mod k_quants;
+#[macro_use]
+mod lanes;
 mod q2_k;
 mod q3_k;
 mod q4;
@@ -447,7 +449,7 @@ fn write_f16(b: &mut [u8], v: f32) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -512,6 +514,151 @@ mod tests {
                 serial_back.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 "{ty}"
             );
+        }
+    }
+
+    /// Varied test data: per super-block a different distribution and scale (Gaussian-like,
+    /// uniform, heavy-tailed, sparse, constant, integers, tiny, zero sub-blocks, one outlier).
+    pub(crate) fn varied_blocks(n_blocks: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let mut out = Vec::with_capacity(n_blocks * QK_K);
+        for b in 0..n_blocks {
+            let scale = [1.0f32, 1e-3, 37.0, 1e-6, 0.02, 5e3][b % 6];
+            let kind = (b / 6) % 9;
+            for i in 0..QK_K {
+                let u = next() - 0.5;
+                let g = (next() + next() + next() + next() - 2.0) * 1.7;
+                let v = match kind {
+                    0 => g,
+                    1 => u,
+                    2 => g * g * g,
+                    3 if next() < 0.8 => 0.0,
+                    3 => g,
+                    4 => 0.75,
+                    5 => (g * 8.0).round(),
+                    6 if (i / 16) % 3 == 0 => 0.0,
+                    6 => g + 0.5,
+                    7 if i == (b * 37) % QK_K => 40.0,
+                    7 => u,
+                    _ => g.abs(),
+                };
+                out.push(v * scale);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn lane_builds_equal_the_scalar_reference() {
+        type Reference = fn(&[f32], &mut [u8]);
+        type Lanes = fn(lanes::Level, &[f32], &mut [u8]);
+        let kernels: [(QuantType, Reference, Lanes); 5] = [
+            (
+                QuantType::Q2_K,
+                q2_k::quantize_reference,
+                q2_k::quantize_with,
+            ),
+            (
+                QuantType::Q3_K,
+                q3_k::quantize_reference,
+                q3_k::quantize_with,
+            ),
+            (
+                QuantType::Q4_K,
+                q4_k::quantize_reference,
+                q4_k::quantize_with,
+            ),
+            (
+                QuantType::Q5_K,
+                q5_k::quantize_reference,
+                q5_k::quantize_with,
+            ),
+            (
+                QuantType::Q6_K,
+                q6_k::quantize_reference,
+                q6_k::quantize_with,
+            ),
+        ];
+        // 163 super-blocks: groups of 1 and 2 plus a partial last group
+        let x = varied_blocks(163, 11);
+        for (ty, reference, fast) in kernels {
+            let n = ty.row_bytes(x.len()).unwrap();
+            let mut want = vec![0u8; n];
+            reference(&x, &mut want);
+            for level in lanes::Level::available() {
+                let mut got = vec![0xAAu8; n];
+                fast(level, &x, &mut got);
+                let first = got.iter().zip(&want).position(|(a, b)| a != b);
+                assert_eq!(first, None, "{ty} at {level:?}: first differing byte");
+            }
+        }
+    }
+
+    #[test]
+    #[ignore]
+    fn dbg_speed() {
+        type Reference = fn(&[f32], &mut [u8]);
+        type Lanes = fn(lanes::Level, &[f32], &mut [u8]);
+        let kernels: [(QuantType, Reference, Lanes); 5] = [
+            (
+                QuantType::Q2_K,
+                q2_k::quantize_reference,
+                q2_k::quantize_with,
+            ),
+            (
+                QuantType::Q3_K,
+                q3_k::quantize_reference,
+                q3_k::quantize_with,
+            ),
+            (
+                QuantType::Q4_K,
+                q4_k::quantize_reference,
+                q4_k::quantize_with,
+            ),
+            (
+                QuantType::Q5_K,
+                q5_k::quantize_reference,
+                q5_k::quantize_with,
+            ),
+            (
+                QuantType::Q6_K,
+                q6_k::quantize_reference,
+                q6_k::quantize_with,
+            ),
+        ];
+        let x = varied_blocks(
+            std::env::var("DBG_N")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(4096),
+            11,
+        );
+        let only = std::env::var("DBG_TYPE").ok();
+        for (ty, reference, fast) in kernels {
+            if only.as_deref().is_some_and(|o| o != ty.name()) {
+                continue;
+            }
+            let mut y = vec![0u8; ty.row_bytes(x.len()).unwrap()];
+            let t = std::time::Instant::now();
+            if std::env::var("DBG_LEVEL").is_err() {
+                reference(&x, &mut y);
+            }
+            let a = t.elapsed();
+            let want = std::env::var("DBG_LEVEL").ok();
+            for level in lanes::Level::available() {
+                if want.as_deref().is_some_and(|w| w != format!("{level:?}")) {
+                    continue;
+                }
+                let t = std::time::Instant::now();
+                fast(level, &x, &mut y);
+                println!("{ty} {level:?}: {:?} vs reference {:?}", t.elapsed(), a);
+            }
         }
     }
 
