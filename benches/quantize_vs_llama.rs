@@ -95,7 +95,10 @@ fn generate_model(path: &Path) -> Res<()> {
 /// An importance matrix in llama-imatrix's GGUF layout for every block matrix of the model.
 fn generate_imatrix(path: &Path) -> Res<()> {
     let mut kv = indexmap::IndexMap::new();
-    kv.insert("general.type".to_string(), GgufValue::String("imatrix".into()));
+    kv.insert(
+        "general.type".to_string(),
+        GgufValue::String("imatrix".into()),
+    );
     kv.insert(
         "imatrix.datasets".to_string(),
         GgufValue::Array {

@@ -156,6 +156,7 @@ pub(super) struct Qkx2 {
 /// `make_qkx2_quants`: unsigned quants `L` in [0, nmax] for `x ≈ scale * L - the_min`,
 /// weighted least squares over `nstep + 1` candidate scales. Returns `(scale, the_min)`
 /// (`the_min >= 0`). `laux` is scratch of `x.len()` bytes.
+#[cfg(test)]
 pub(super) fn make_qkx2_quants(
     p: &Qkx2,
     x: &[f32],
