@@ -14,7 +14,8 @@
 //! does not collect by default and llama-quantize then quantizes without weights. The output
 //! metadata records the matrix as llama-quantize does (`quantize.imatrix.*`).
 //!
-//! Memory: one tensor's output bytes plus a bounded f32 window of its rows.
+//! Memory: a few tensors' output bytes (one written, one or two encoded ahead) plus small f32
+//! buffers per thread.
 
 use crate::error::{Error, Result};
 use crate::io::gguf::{write_gguf, GgufFile, GgufTensorInfo, GgufValue, PendingGgufTensor};
@@ -22,13 +23,10 @@ use crate::io::imatrix::ImportanceMatrix;
 use crate::ops::quant_preset::{
     choose_types, fit_rows, ModelFacts, QuantTarget, TensorShape, TypeChoice,
 };
-use crate::quant::{dequantize_into, quantize_into, quantize_weighted_into, QuantType};
+use crate::quant::{transcode_into, QuantType};
 use indexmap::IndexMap;
 use std::borrow::Cow;
 use std::path::Path;
-
-/// f32 values decoded at a time per tensor (16 MiB).
-const WINDOW_VALUES: usize = 4 << 20;
 
 /// An importance matrix and the name it is recorded under (`quantize.imatrix.file`).
 #[derive(Clone, Copy)]
@@ -111,9 +109,9 @@ fn importance<'m>(
     }
 }
 
-/// Decode `src` (rows of `row` values of type `from`) and encode it as `to`, a window of rows at
-/// a time; with `weights`, rows `[e * rows_per_matrix, (e + 1) * rows_per_matrix)` use
-/// `weights[e * row..(e + 1) * row]`.
+/// Decode `src` (rows of `row` values of type `from`) and encode it as `to`; with `weights`,
+/// rows `[e * rows_per_matrix, (e + 1) * rows_per_matrix)` use `weights[e * row..(e + 1) *
+/// row]` (one importance vector per expert matrix).
 fn transcode(
     src: &[u8],
     from: QuantType,
@@ -124,34 +122,19 @@ fn transcode(
     let (in_row, out_row) = (from.row_bytes(row)?, to.row_bytes(row)?);
     let rows = src.len() / in_row;
     let mut out = vec![0u8; rows * out_row];
-    let per_window = (WINDOW_VALUES / row).max(1);
-    let mut window = vec![0f32; per_window.min(rows) * row];
-    for (w, (src, dst)) in src
-        .chunks(in_row * per_window)
-        .zip(out.chunks_mut(out_row * per_window))
-        .enumerate()
-    {
-        let n_rows = src.len() / in_row;
-        let values = &mut window[..n_rows * row];
-        dequantize_into(from, src, row, values)?;
-        let Some((weights, per_matrix)) = weights else {
-            quantize_into(to, values, row, dst)?;
-            continue;
-        };
-        // runs of rows within one expert matrix
-        let first = w * per_window;
-        let mut r = 0;
-        while r < n_rows {
-            let e = (first + r) / per_matrix;
-            let end = n_rows.min((e + 1) * per_matrix - first);
-            quantize_weighted_into(
-                to,
-                &values[r * row..end * row],
-                row,
-                &weights[e * row..(e + 1) * row],
-                &mut dst[r * out_row..end * out_row],
-            )?;
-            r = end;
+    match weights {
+        None => transcode_into(from, to, src, row, None, &mut out)?,
+        Some((weights, per_matrix)) => {
+            for (e, (src, dst)) in src
+                .chunks(in_row * per_matrix.max(1))
+                .zip(out.chunks_mut(out_row * per_matrix.max(1)))
+                .enumerate()
+            {
+                let w = weights.get(e * row..(e + 1) * row).ok_or_else(|| {
+                    Error::Invalid(format!("no importance weights for expert matrix {e}"))
+                })?;
+                transcode_into(from, to, src, row, Some(w), dst)?;
+            }
         }
     }
     Ok(out)
@@ -311,7 +294,8 @@ pub fn quantize_gguf(
     }
     let kv = output_kv(file, adapter, &opts);
     let mut report = Vec::with_capacity(plans.len());
-    let mut pending = Vec::with_capacity(plans.len());
+    let mut jobs = Vec::with_capacity(plans.len());
+    let mut layouts = Vec::with_capacity(plans.len());
     for plan in plans {
         let Plan {
             name,
@@ -340,32 +324,92 @@ pub fn quantize_gguf(
             bytes_in: info.byte_len,
             bytes_out,
         });
-        let from = QuantType::from_ggml_type(info.ggml_type);
-        let row = info.dims[0] as usize;
-        let per_matrix = info.dims.get(1).copied().unwrap_or(1) as usize;
-        pending.push(PendingGgufTensor {
-            name: name.clone(),
-            dims: info.dims.clone(),
-            ggml_type,
-            data: Box::new(move || {
-                let src = file.tensor_bytes(name)?;
-                Ok(match (to, from) {
-                    (Some(to), Some(from)) => Cow::Owned(transcode(
-                        src,
-                        from,
-                        to,
-                        row,
-                        weights.map(|w| (w, per_matrix)),
-                    )?),
-                    _ => Cow::Borrowed(src),
-                })
-            }),
-            // the input's pages go once written: RSS stays near one tensor
-            written: Some(Box::new(move || file.release(name))),
+        jobs.push(Job {
+            name,
+            from: QuantType::from_ggml_type(info.ggml_type),
+            to,
+            row: info.dims[0] as usize,
+            per_matrix: info.dims.get(1).copied().unwrap_or(1) as usize,
+            weights,
         });
+        layouts.push((name.clone(), info.dims.clone(), ggml_type));
     }
-    write_gguf(out, &kv, &pending, progress)?;
+    // The next tensors are encoded on a worker thread (itself parallel, rayon) while the
+    // writer writes the previous one, so encoding and writing overlap; at most PREFETCH
+    // encoded tensors wait in the channel.
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Result<Cow<'_, [u8]>>)>(PREFETCH);
+        scope.spawn(move || {
+            for (i, job) in jobs.iter().enumerate() {
+                // a closed channel means the writer stopped (an error): stop too
+                if tx.send((i, job.encode(file))).is_err() {
+                    break;
+                }
+            }
+        });
+        let rx = std::sync::Mutex::new(rx);
+        let pending: Vec<PendingGgufTensor<'_>> = layouts
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, dims, ggml_type))| {
+                let rx = &rx;
+                let released = name.clone();
+                PendingGgufTensor {
+                    name,
+                    dims,
+                    ggml_type,
+                    data: Box::new(move || {
+                        let next = rx.lock().map_err(|_| poisoned())?.recv();
+                        match next {
+                            Ok((j, bytes)) if j == i => bytes,
+                            _ => Err(poisoned()),
+                        }
+                    }),
+                    // the input's pages go once written: RSS stays near a few tensors
+                    written: Some(Box::new(move || file.release(&released))),
+                }
+            })
+            .collect();
+        let written = write_gguf(out, &kv, &pending, progress);
+        // dropping the receiver ends the worker if the writer stopped early
+        drop(pending);
+        drop(rx);
+        written
+    })?;
     Ok(report)
+}
+
+/// Encoded tensors that may wait for the writer.
+const PREFETCH: usize = 1;
+
+fn poisoned() -> Error {
+    Error::Invalid("the tensor encoder stopped unexpectedly".into())
+}
+
+/// One tensor to encode (or copy) for the writer.
+struct Job<'a> {
+    name: &'a str,
+    from: Option<QuantType>,
+    to: Option<QuantType>,
+    row: usize,
+    per_matrix: usize,
+    weights: Option<&'a [f32]>,
+}
+
+impl<'a> Job<'a> {
+    fn encode(&self, file: &'a GgufFile) -> Result<Cow<'a, [u8]>> {
+        let src = file.tensor_bytes(self.name)?;
+        Ok(match (self.to, self.from) {
+            (Some(to), Some(from)) => Cow::Owned(transcode(
+                src,
+                from,
+                to,
+                self.row,
+                self.weights.map(|w| (w, self.per_matrix)),
+            )?),
+            _ => Cow::Borrowed(src),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -413,10 +457,12 @@ mod tests {
         assert_eq!(a("blk.0.attn_norm.weight", &[256]), None);
     }
 
+    /// Parallel tasks (65536 values each) with a partial last one give the bytes of encoding
+    /// the whole tensor at once.
     #[test]
-    fn transcode_in_windows_equals_whole_tensor() {
+    fn transcode_in_tasks_equals_whole_tensor() {
         let row = 64;
-        let rows = (WINDOW_VALUES / row) * 2 + 3;
+        let rows = (65_536 / row) * 5 + 3;
         let data: Vec<f32> = (0..rows * row)
             .map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0)
             .collect();
@@ -428,12 +474,12 @@ mod tests {
         );
     }
 
-    /// Expert matrices use their own slice of the importance weights, also when a window
-    /// boundary falls inside a matrix.
+    /// Expert matrices use their own slice of the importance weights, also when a parallel
+    /// task boundary falls inside a matrix.
     #[test]
     fn transcode_weights_follow_the_expert_matrix() {
         let row = 256;
-        let per_matrix = WINDOW_VALUES / row + 5;
+        let per_matrix = 65_536 / row + 5;
         let n_mat = 3;
         let data: Vec<f32> = (0..row * per_matrix * n_mat)
             .map(|i| ((i * 7919) % 1013) as f32 / 97.0 - 5.0)
@@ -452,7 +498,7 @@ mod tests {
         let mut want = vec![0u8; got.len()];
         for e in 0..n_mat {
             let rows = e * per_matrix..(e + 1) * per_matrix;
-            quantize_weighted_into(
+            crate::quant::quantize_weighted_into(
                 QuantType::Q4_K,
                 &data[rows.start * row..rows.end * row],
                 row,

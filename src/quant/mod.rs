@@ -331,6 +331,62 @@ pub fn quantize_weighted_into(
     Ok(())
 }
 
+/// Re-encodes rows of type `from` (`src`, rows of `row_len` values) as `to` into `dst`, rows in
+/// parallel, each task decoding its rows into a small per-thread f32 buffer and encoding them
+/// at once (the f32 values stay in cache). With `weights`, the weighted encoders (see
+/// [`quantize_weighted_into`]).
+pub fn transcode_into(
+    from: QuantType,
+    to: QuantType,
+    src: &[u8],
+    row_len: usize,
+    weights: Option<&[f32]>,
+    dst: &mut [u8],
+) -> Result<()> {
+    let (in_row, out_row) = (from.row_bytes(row_len)?, to.row_bytes(row_len)?);
+    let rows = count_byte_rows(from, src.len(), row_len, in_row)?;
+    if dst.len() != rows * out_row {
+        return Err(Error::Invalid(format!(
+            "transcode {from} -> {to}: output buffer holds {} bytes, {rows} rows of {out_row} \
+             bytes needed",
+            dst.len()
+        )));
+    }
+    if weights.is_some_and(|w| w.len() != row_len) {
+        return Err(Error::Invalid(format!(
+            "transcode {from} -> {to}: importance weights for rows of {row_len} values needed"
+        )));
+    }
+    thread_local! {
+        static ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let per_task = rows_per_task(row_len);
+    dst.par_chunks_mut(out_row * per_task)
+        .zip(src.par_chunks(in_row * per_task))
+        .for_each(|(dst, src)| {
+            ROWS.with_borrow_mut(|buf| {
+                let n = src.len() / in_row * row_len;
+                if buf.len() < n {
+                    buf.resize(n, 0.0);
+                }
+                let values = &mut buf[..n];
+                decode(from, src, values);
+                match weights {
+                    Some(w) => {
+                        for (y, x) in dst
+                            .chunks_exact_mut(out_row)
+                            .zip(values.chunks_exact(row_len))
+                        {
+                            weighted::quantize_row(to, x, w, y);
+                        }
+                    }
+                    None => encode(to, values, dst),
+                }
+            })
+        });
+    Ok(())
+}
+
 /// Dequantizes row-major `data` holding rows of `row_len` values, rows in parallel.
 pub fn dequantize(ty: QuantType, data: &[u8], row_len: usize) -> Result<Vec<f32>> {
     let row_bytes = ty.row_bytes(row_len)?;
@@ -437,13 +493,13 @@ fn decode(ty: QuantType, src: &[u8], dst: &mut [f32]) {
 }
 
 /// Little-endian fp16 at `b[0..2]` as f32.
-#[inline]
+#[inline(always)]
 fn read_f16(b: &[u8]) -> f32 {
     f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]))
 }
 
 /// f32 rounded to fp16 like `GGML_FP32_TO_FP16`, stored little-endian at `b[0..2]`.
-#[inline]
+#[inline(always)]
 fn write_f16(b: &mut [u8], v: f32) {
     b[..2].copy_from_slice(&f32_to_f16_bits(v).to_le_bytes());
 }
@@ -558,7 +614,32 @@ pub(crate) mod tests {
     fn lane_builds_equal_the_scalar_reference() {
         type Reference = fn(&[f32], &mut [u8]);
         type Lanes = fn(lanes::Level, &[f32], &mut [u8]);
-        let kernels: [(QuantType, Reference, Lanes); 5] = [
+        let kernels: [(QuantType, Reference, Lanes); 10] = [
+            (
+                QuantType::Q8_0,
+                q8_0::quantize_reference,
+                q8_0::quantize_with,
+            ),
+            (
+                QuantType::Q4_0,
+                q4::quantize_q4_0_reference,
+                q4::quantize_q4_0_with,
+            ),
+            (
+                QuantType::Q4_1,
+                q4::quantize_q4_1_reference,
+                q4::quantize_q4_1_with,
+            ),
+            (
+                QuantType::Q5_0,
+                q5::quantize_q5_0_reference,
+                q5::quantize_q5_0_with,
+            ),
+            (
+                QuantType::Q5_1,
+                q5::quantize_q5_1_reference,
+                q5::quantize_q5_1_with,
+            ),
             (
                 QuantType::Q2_K,
                 q2_k::quantize_reference,
@@ -585,8 +666,38 @@ pub(crate) mod tests {
                 q6_k::quantize_with,
             ),
         ];
-        // 163 super-blocks: groups of 1 and 2 plus a partial last group
-        let x = varied_blocks(163, 11);
+        // 163 super-blocks: groups of 1 and 2 plus a partial last group; then blocks where
+        // reduction order matters: NaN at the start, middle and end, signed zeros, ties of
+        // +-max, infinities
+        let mut x = varied_blocks(163, 11);
+        let specials = [
+            f32::NAN,
+            -0.0,
+            0.0,
+            3.0,
+            -3.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ];
+        for b in 0..64usize {
+            let mut blk = [0f32; QK_K];
+            for (i, v) in blk.iter_mut().enumerate() {
+                *v = match (b + i * 7) % 11 {
+                    0..=2 => specials[(b + i) % specials.len()],
+                    3 if b % 3 == 0 => -0.0,
+                    _ => ((i * 31 + b) % 13) as f32 * 0.25 - 1.5,
+                };
+            }
+            if b % 4 == 1 {
+                blk.iter_mut()
+                    .for_each(|v| *v = if v.is_nan() { 1.0 } else { *v });
+            }
+            if b % 8 == 2 {
+                blk.iter_mut()
+                    .for_each(|v| *v = if v.is_nan() { -0.0 } else { 0.0 });
+            }
+            x.extend_from_slice(&blk);
+        }
         for (ty, reference, fast) in kernels {
             let n = ty.row_bytes(x.len()).unwrap();
             let mut want = vec![0u8; n];
@@ -596,68 +707,6 @@ pub(crate) mod tests {
                 fast(level, &x, &mut got);
                 let first = got.iter().zip(&want).position(|(a, b)| a != b);
                 assert_eq!(first, None, "{ty} at {level:?}: first differing byte");
-            }
-        }
-    }
-
-    #[test]
-    #[ignore]
-    fn dbg_speed() {
-        type Reference = fn(&[f32], &mut [u8]);
-        type Lanes = fn(lanes::Level, &[f32], &mut [u8]);
-        let kernels: [(QuantType, Reference, Lanes); 5] = [
-            (
-                QuantType::Q2_K,
-                q2_k::quantize_reference,
-                q2_k::quantize_with,
-            ),
-            (
-                QuantType::Q3_K,
-                q3_k::quantize_reference,
-                q3_k::quantize_with,
-            ),
-            (
-                QuantType::Q4_K,
-                q4_k::quantize_reference,
-                q4_k::quantize_with,
-            ),
-            (
-                QuantType::Q5_K,
-                q5_k::quantize_reference,
-                q5_k::quantize_with,
-            ),
-            (
-                QuantType::Q6_K,
-                q6_k::quantize_reference,
-                q6_k::quantize_with,
-            ),
-        ];
-        let x = varied_blocks(
-            std::env::var("DBG_N")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(4096),
-            11,
-        );
-        let only = std::env::var("DBG_TYPE").ok();
-        for (ty, reference, fast) in kernels {
-            if only.as_deref().is_some_and(|o| o != ty.name()) {
-                continue;
-            }
-            let mut y = vec![0u8; ty.row_bytes(x.len()).unwrap()];
-            let t = std::time::Instant::now();
-            if std::env::var("DBG_LEVEL").is_err() {
-                reference(&x, &mut y);
-            }
-            let a = t.elapsed();
-            let want = std::env::var("DBG_LEVEL").ok();
-            for level in lanes::Level::available() {
-                if want.as_deref().is_some_and(|w| w != format!("{level:?}")) {
-                    continue;
-                }
-                let t = std::time::Instant::now();
-                fast(level, &x, &mut y);
-                println!("{ty} {level:?}: {:?} vs reference {:?}", t.elapsed(), a);
             }
         }
     }
