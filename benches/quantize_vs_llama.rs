@@ -1,7 +1,9 @@
 //! `loratool quantize` against `llama-quantize` on the same llama-shaped F16 GGUF, in one run:
-//! the two tools interleaved (A, B, A, B, ...), both with 2 threads, wall time and peak RSS from
-//! `/usr/bin/time`, median of the runs; then every output tensor of the two tools compared byte
-//! for byte. See BENCHMARKS.md.
+//! the two tools interleaved (A, B, A, B, ...), both with 2 threads, wall time, CPU time (user
+//! plus system) and peak RSS from `/usr/bin/time`, medians of the runs; then every output tensor of
+//! the two tools compared byte for byte. The copy floors of the same run: `cp` (which may copy
+//! in the kernel without reading the data) and `dd bs=4M` (reads and writes every byte). CPU
+//! time is the steadier figure on a shared machine. See BENCHMARKS.md.
 //!
 //!     benches/llama_cpp_tools.sh          # once: builds llama-quantize into /work/cache/llama-cpp
 //!     cargo bench --bench quantize_vs_llama
@@ -157,6 +159,44 @@ fn same_tensors(a: &Path, b: &Path) -> Res<usize> {
     Ok(fa.tensors.len())
 }
 
+struct Timing {
+    wall: f64,
+    /// user + system seconds
+    cpu: f64,
+    /// peak RSS, MiB
+    rss: f64,
+}
+
+/// Wall, CPU and peak RSS of one command, from /usr/bin/time.
+fn timed_cpu(args: &[&str]) -> Res<Timing> {
+    let out = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "TIME %e %M %U %S"])
+        .args(args)
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("{args:?} failed: {err}").into());
+    }
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("TIME "))
+        .ok_or("no /usr/bin/time output")?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    if v.len() != 4 {
+        return Err(format!("unexpected /usr/bin/time output {line}").into());
+    }
+    Ok(Timing {
+        wall: v[0],
+        rss: v[1] / 1024.0,
+        cpu: v[2] + v[3],
+    })
+}
+
 struct Case {
     name: &'static str,
     llama: Vec<String>,
@@ -244,40 +284,65 @@ fn main() -> Res<()> {
         "model {} ({size_mb:.0} MB), {runs} interleaved runs each, {THREADS} threads each",
         model.display()
     );
-    // the I/O floor of this run
-    let mut cp = Vec::new();
-    for _ in 0..runs {
-        cp.push(timed(&["cp", &m, &out_t])?.0);
+    // the copy floors of this run
+    let of = format!("of={out_t}");
+    let iff = format!("if={m}");
+    for (name, args) in [
+        ("cp", vec!["cp", &m, &out_t]),
+        ("dd bs=4M", vec!["dd", &iff, &of, "bs=4M", "status=none"]),
+    ] {
+        let mut w = Vec::new();
+        let mut c = Vec::new();
+        for _ in 0..runs {
+            let t = timed_cpu(&args)?;
+            w.push(t.wall);
+            c.push(t.cpu);
+        }
+        let (w, c) = (median(w), median(c));
+        println!(
+            "{name} of the model: {w:.2} s wall ({:.0} MB/s), {c:.2} s CPU",
+            size_mb / w
+        );
     }
-    let cp = median(cp);
-    println!("cp of the model: {cp:.2} s ({:.0} MB/s)", size_mb / cp);
     println!(
-        "{:<16} {:>12} {:>12} {:>10} {:>12} {:>12} {:>8}  outputs",
-        "type", "llama s", "loratool s", "speedup", "llama MB/s", "ours MB/s", "RSS l/o"
+        "{:<15} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>8} {:>8} {:>9}  outputs",
+        "type",
+        "llama s",
+        "ours s",
+        "wall x",
+        "llama cpu",
+        "ours cpu",
+        "cpu x",
+        "ours MB/s",
+        "RSS l/o",
+        ""
     );
     for c in &cases {
-        let (mut tl, mut to, mut rl, mut ro) = (Vec::new(), Vec::new(), 0f64, 0f64);
+        let (mut wl, mut wo, mut cl, mut co, mut rl, mut ro) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0f64, 0f64);
         for _ in 0..runs {
             let a: Vec<&str> = c.llama.iter().map(String::as_str).collect();
-            let (s, r) = timed(&a)?;
-            tl.push(s);
-            rl = rl.max(r);
+            let t = timed_cpu(&a)?;
+            wl.push(t.wall);
+            cl.push(t.cpu);
+            rl = rl.max(t.rss);
             let b: Vec<&str> = c.loratool.iter().map(String::as_str).collect();
-            let (s, r) = timed(&b)?;
-            to.push(s);
-            ro = ro.max(r);
+            let t = timed_cpu(&b)?;
+            wo.push(t.wall);
+            co.push(t.cpu);
+            ro = ro.max(t.rss);
         }
-        let (l, o) = (median(tl), median(to));
+        let (wl, wo, cl, co) = (median(wl), median(wo), median(cl), median(co));
         let same = match same_tensors(Path::new(&out_l), Path::new(&out_t)) {
             Ok(n) => format!("{n} tensors identical"),
             Err(e) => format!("DIFFER: {e}"),
         };
         println!(
-            "{:<16} {l:>12.2} {o:>12.2} {:>9.2}x {:>12.0} {:>12.0} {:>4.0}/{:<4.0} {same}",
+            "{:<15} {wl:>9.2} {wo:>9.2} {:>6.2}x {cl:>9.2} {co:>9.2} {:>6.2}x {:>8.0} {:>4.0}/{:<4.0}  {same}",
             c.name,
-            l / o,
-            size_mb / l,
-            size_mb / o,
+            wl / wo,
+            cl / co,
+            size_mb / wo,
             rl,
             ro
         );
