@@ -6,9 +6,10 @@
 //! Does not own: files, tensor names or shapes, which tensors get which type (that is `ops`
 //! and `io`).
 //!
-//! Exactness: every encoder is a line-by-line port of ggml's `quantize_row_*_ref` (what
-//! `llama-quantize` runs without an importance matrix) and every decoder of `dequantize_row_*`,
-//! with the same float operation order, the same rounding helpers (`roundf` for Q8_0,
+//! Exactness: every encoder computes what ggml's `quantize_row_*_ref` (what `llama-quantize`
+//! runs without an importance matrix) or `quantize_row_*_impl` (with one, `weighted`) computes,
+//! and every decoder what `dequantize_row_*` does, with the same float operation order per
+//! block, the same rounding helpers (`roundf` for Q8_0,
 //! truncation after `+ 8.5`/`+ 16.5`/`+ 0.5` for the legacy 4/5-bit types, `nearest_int`
 //! = round half to even for K-quants) and ggml's fp32 -> fp16 conversion for scales. The
 //! tests compare bytes and float bits with gguf-py (`gguf.quants`) and with golden bytes from
@@ -17,8 +18,12 @@
 //! from both: in up to ~10% of K-quant bytes on random data, and in a few Q4_0/Q5_0 bytes
 //! per million.
 //!
-//! Rows are independent: [`quantize`] and [`dequantize`] run rows in parallel (rayon) and
-//! never allocate per block.
+//! Speed: the block searches run in SIMD lanes across blocks and the per-value steps along the
+//! values (`lanes`: AVX-512, AVX2 or baseline builds chosen at run time), each lane doing the
+//! scalar arithmetic in order, so every build gives the same bytes; the scalar transcriptions of
+//! the C code are kept as the tests' oracle (`quantize_reference`). Rows are independent:
+//! [`quantize`], [`dequantize`] and [`transcode_into`] run rows in parallel (rayon) and never
+//! allocate per block.
 
 mod half;
 mod k_quants;

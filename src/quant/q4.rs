@@ -70,18 +70,19 @@ pub(super) fn has_nan(x: &[f32; BLOCK]) -> bool {
     any
 }
 
-/// The largest value of `v` (a tree of comparisons: vector instructions; without NaN the order
-/// cannot change the value).
+/// The largest (`LARGEST`) or smallest value of `v`, by a tree of comparisons (vector
+/// instructions; without NaN the order cannot change the value).
 #[inline(always)]
-fn tree_max(mut v: [f32; BLOCK], greater: fn(f32, f32) -> bool) -> f32 {
+fn tree_extreme<const LARGEST: bool>(mut v: [f32; BLOCK]) -> f32 {
     let mut n = BLOCK / 2;
     while n > 0 {
         for i in 0..n {
-            v[i] = if greater(v[i + n], v[i]) {
-                v[i + n]
+            let right = if LARGEST {
+                v[i + n] > v[i]
             } else {
-                v[i]
+                v[i + n] < v[i]
             };
+            v[i] = if right { v[i + n] } else { v[i] };
         }
         n /= 2;
     }
@@ -107,7 +108,7 @@ pub(super) fn signed_absmax_tree(x: &[f32; BLOCK]) -> f32 {
     for i in 0..BLOCK {
         a[i] = x[i].abs();
     }
-    let amax = tree_max(a, |r, l| r > l);
+    let amax = tree_extreme::<true>(a);
     if amax > 0.0 {
         first_equal(x, &a, amax)
     } else {
@@ -120,8 +121,8 @@ pub(super) fn signed_absmax_tree(x: &[f32; BLOCK]) -> f32 {
 /// starting values when no element beats them.
 #[inline(always)]
 pub(super) fn min_max_tree(x: &[f32; BLOCK]) -> (f32, f32) {
-    let lo = tree_max(*x, |r, l| r < l);
-    let hi = tree_max(*x, |r, l| r > l);
+    let lo = tree_extreme::<false>(*x);
+    let hi = tree_extreme::<true>(*x);
     let min = if lo < f32::MAX {
         first_equal(x, x, lo)
     } else {
