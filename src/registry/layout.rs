@@ -208,6 +208,26 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Whether a blob file is present with `size` bytes (its content is `verify`'s to check).
+    pub fn has_blob(&self, digest: &Digest, size: u64) -> bool {
+        std::fs::metadata(self.blob_path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// Move a temp file (created in [`Store::tmp_dir`]) whose content the caller has verified
+    /// to be `digest` into place: fsync, rename, fsync the directory.
+    pub fn install_blob(&self, tmp: tempfile::NamedTempFile, digest: &Digest) -> Result<()> {
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| RegistryError::io(tmp.path(), e))?;
+        let dest = self.blob_path(digest);
+        tmp.persist(&dest)
+            .map_err(|e| RegistryError::io(&dest, e.error))?;
+        sync_dir(&self.blobs_dir());
+        Ok(())
+    }
+}
+
 /// Read a file, refusing more than `limit` bytes (store files are hostile input: no allocation
 /// sized by what they claim).
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
@@ -232,9 +252,10 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Test-only hook: with `LORATOOL_TEST_SLOW_ADD_MS=<ms>` set, writers sleep that long at each
-/// step of adding an adapter, so the crash test can SIGKILL `add` between any two steps. Not a
-/// user setting; unset, it costs one environment lookup.
+/// Test-only hook (cargo feature `test-support`, which only the test and bench builds turn
+/// on): with `LORATOOL_TEST_SLOW_ADD_MS=<ms>` set, writers sleep that long at each step of
+/// adding an adapter, so the crash test can SIGKILL `add` between any two steps.
+#[cfg(feature = "test-support")]
 pub fn test_pause(_step: &str) {
     if let Some(ms) = std::env::var("LORATOOL_TEST_SLOW_ADD_MS")
         .ok()
@@ -243,3 +264,7 @@ pub fn test_pause(_step: &str) {
         std::thread::sleep(std::time::Duration::from_millis(ms.min(10_000)));
     }
 }
+
+#[cfg(not(feature = "test-support"))]
+#[inline(always)]
+pub fn test_pause(_step: &str) {}
