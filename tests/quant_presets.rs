@@ -296,3 +296,75 @@ fn preset_rules_equal_llama_quantize_on_larger_models() {
         problems.join("\n")
     );
 }
+
+/// The command line end to end: `loratool quantize --type q4_k_m --imatrix` writes the file
+/// `llama-quantize --imatrix llama.imatrix.gguf llama.gguf OUT Q4_K_M` wrote (every tensor's type
+/// and bytes), run like the generator ran llama-quantize: from the fixture directory, so the
+/// recorded `quantize.imatrix.file` is the bare file name.
+#[test]
+fn cli_preset_with_importance_matrix_equals_llama_quantize() {
+    let e = json("expected.json");
+    let case = e["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["input"] == "llama.gguf"
+                && c["args"] == serde_json::json!(["--imatrix", "llama.imatrix.gguf", "Q4_K_M"])
+        })
+        .expect("the Q4_K_M imatrix run is in expected.json");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.gguf");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_loratool"))
+        .current_dir(dir())
+        .args(["quantize", "llama.gguf", "--type", "q4_k_m"])
+        .args(["--imatrix", "llama.imatrix.gguf", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ours = GgufFile::open(&out).unwrap();
+    let expected = case["tensors"].as_array().unwrap();
+    assert_eq!(expected.len(), ours.tensors.len());
+    for t in expected {
+        let name = t[0].as_str().unwrap();
+        let ty = loratool::io::gguf::ggml_type_layout(ours.tensors[name].ggml_type)
+            .unwrap()
+            .2;
+        assert!(ty.eq_ignore_ascii_case(t[1].as_str().unwrap()), "{name}");
+        assert_eq!(
+            sha256(ours.tensor_bytes(name).unwrap()),
+            t[2].as_str().unwrap(),
+            "{name}"
+        );
+    }
+    let want: Vec<Value> = case["kv"].as_array().unwrap().clone();
+    let got: Vec<Value> = describe_kv(&ours.kv)
+        .into_iter()
+        .map(|(k, t, v)| serde_json::json!([k, t, v]))
+        .collect();
+    assert_eq!(want, got);
+}
+
+/// An importance matrix made for another model is refused, naming the tensor it lacks, and
+/// no output is left behind.
+#[test]
+fn cli_importance_matrix_of_another_model_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.gguf");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_loratool"))
+        .args(["quantize", "--type", "q4_k_m", "--imatrix"])
+        .arg(dir().join("qwen2.imatrix.gguf"))
+        .arg(dir().join("llama.gguf"))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    // qwen2 has 2 blocks, llama 4: blk.2.* has no entry in the qwen2 matrix (or an earlier
+    // tensor has the wrong size: qwen2's rows differ); either way a tensor is named
+    assert!(err.contains("blk."), "{err}");
+    assert!(!out.exists(), "half-written output left behind");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
