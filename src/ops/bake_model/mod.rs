@@ -15,7 +15,9 @@ mod edit;
 
 use crate::adapter::{LayerKind, LoraLayer};
 use crate::error::{Error, Result};
-use crate::io::{write_safetensors, PendingTensor};
+use crate::io::atomic::sync_files;
+use crate::io::{write_safetensors, write_safetensors_unsynced, PendingTensor};
+use crate::linalg::all_finite;
 use crate::ops::model_layout::{LayoutKind, Location, ModelLayout};
 use crate::tensor::encode_f32;
 use edit::{apply_edits, Edit};
@@ -292,7 +294,7 @@ pub fn bake_model(
     }
     if !base.path.is_dir() {
         let file = &base.components[0].sets[0].store.files()[0];
-        write_file(file, &plan[0], out, progress)?;
+        write_file(file, &plan[0], out, Durability::Fsync, progress)?;
         return Ok(changed);
     }
 
@@ -306,6 +308,8 @@ pub fn bake_model(
         .tempdir_in(parent)
         .map_err(|e| Error::io(parent, e))?;
     let mut written = BTreeSet::new();
+    // the staged weight files, made durable together before the directory is renamed
+    let mut unsynced = Vec::new();
     for (c, comp) in base.components.iter().enumerate() {
         for set in &comp.sets {
             for file in set.store.files() {
@@ -320,7 +324,10 @@ pub fn bake_model(
                         Error::malformed(file.path(), "weight file outside the model directory")
                     })?
                     .to_path_buf();
-                write_file(file, &plan[c], &staging.path().join(&rel), progress)?;
+                let target = staging.path().join(&rel);
+                if let Some(f) = write_file(file, &plan[c], &target, Durability::Later, progress)? {
+                    unsynced.push((target, f));
+                }
                 written.insert(base.root.join(rel));
             }
         }
@@ -332,6 +339,7 @@ pub fn bake_model(
             progress(n)
         }
     })?;
+    sync_files(&unsynced, staging.path())?;
     let staged = staging.keep();
     if out.exists() {
         std::fs::remove_dir(out).map_err(|e| Error::io(out, e))?;
@@ -340,13 +348,24 @@ pub fn bake_model(
     Ok(changed)
 }
 
-/// Write one weight file with `edits` applied to its tensors; the rest byte for byte.
+/// When a written weight file is fsynced.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Before it is renamed into place (a single-file output).
+    Fsync,
+    /// By the caller, with the other files of a staging directory: the open file is returned.
+    Later,
+}
+
+/// Write one weight file with `edits` applied to its tensors; the rest byte for byte. Returns
+/// the open file when its fsync is left to the caller.
 fn write_file(
     file: &crate::io::SafetensorsFile,
     edits: &BTreeMap<String, Vec<Edit<'_>>>,
     target: &Path,
+    durability: Durability,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<()> {
+) -> Result<Option<std::fs::File>> {
     let mut pending = Vec::with_capacity(file.tensors().len());
     for (name, info) in file.tensors() {
         let tensor_edits = edits.get(name);
@@ -362,7 +381,7 @@ fn write_file(
                 };
                 let mut w = file.tensor(name)?.to_f32();
                 apply_edits(&mut w, shape.first().copied().unwrap_or(1), es);
-                if w.iter().any(|x| !x.is_finite()) {
+                if !all_finite(&w) {
                     return Err(Error::bad_tensor(
                         file.path(),
                         name,
@@ -379,11 +398,23 @@ fn write_file(
             }),
             // the input's pages go once written: RSS stays near one tensor
             written: Some(Box::new(move || file.release(name))),
+            // untouched bytes are copied file to file by the kernel
+            source: if tensor_edits.is_none() {
+                file.span(name)
+            } else {
+                None
+            },
         });
     }
     let md = file.metadata();
-    write_safetensors(target, &pending, (!md.is_empty()).then_some(md), progress)?;
-    Ok(())
+    let md = (!md.is_empty()).then_some(md);
+    Ok(match durability {
+        Durability::Fsync => {
+            write_safetensors(target, &pending, md, progress)?;
+            None
+        }
+        Durability::Later => Some(write_safetensors_unsynced(target, &pending, md, progress)?.1),
+    })
 }
 
 /// Copy the directory tree `from` into `to`, except the files in `skip`. Symlinked files are

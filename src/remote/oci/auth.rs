@@ -176,9 +176,12 @@ fn from_helper(
         .spawn()
         .map_err(|e| failed(format!("cannot run it: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(registry.as_bytes())
-            .map_err(|e| failed(format!("cannot write to it: {e}")))?;
+        // a helper may answer without reading (e.g. an empty store): its exit status decides
+        if let Err(e) = stdin.write_all(registry.as_bytes()) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(failed(format!("cannot write to it: {e}")));
+            }
+        }
     }
     let out = child
         .wait_with_output()
