@@ -10,6 +10,7 @@ pub mod gguf_bake;
 pub mod gguf_quantize;
 pub mod merge;
 pub mod model_layout;
+pub mod quant_preset;
 pub mod resize;
 mod schedule;
 pub mod spectrum;
