@@ -5,6 +5,7 @@ pub mod gguf;
 pub mod model;
 pub mod safetensors;
 pub mod safetensors_write;
+pub mod staging;
 
 pub use model::TensorStore;
 pub use safetensors::{SafetensorsFile, TensorInfo};
