@@ -12,6 +12,7 @@
 use crate::error::{Error, Result};
 use std::ffi::OsStr;
 use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// The name prefix of every temp file and directory loratool creates beside an output.
@@ -83,8 +84,10 @@ impl TempFile {
     pub fn in_dir(dir: &Path, dest: &Path) -> Result<TempFile> {
         let prefix = prefix_for(dest);
         for _ in 0..ATTEMPTS {
+            // an output gets the usual mode (0666 less the umask), not a temp file's 0600
             let file = tempfile::Builder::new()
                 .prefix(&prefix)
+                .permissions(std::fs::Permissions::from_mode(0o666))
                 .tempfile_in(dir)
                 .map_err(|e| Error::io(dest, e))?;
             if lock_own(file.as_file(), file.path())? {
@@ -146,6 +149,7 @@ impl TempDir {
         for _ in 0..ATTEMPTS {
             let dir = tempfile::Builder::new()
                 .prefix(&prefix)
+                .permissions(std::fs::Permissions::from_mode(0o777))
                 .tempdir_in(&parent)
                 .map_err(|e| Error::io(dest, e))?;
             let lock = match File::open(dir.path()) {

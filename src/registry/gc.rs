@@ -67,6 +67,7 @@ impl Store {
                 continue;
             }
             let size = e.metadata().map_or(0, |m| m.len());
+            super::layout::test_pause("before deleting a blob");
             if !dry_run {
                 std::fs::remove_file(e.path()).map_err(|err| RegistryError::io(e.path(), err))?;
             }

@@ -221,7 +221,8 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
 }
 
 /// Test-only hook: with `LORATOOL_TEST_SLOW_ADD_MS=<ms>` set, writers sleep that long at each
-/// step of adding an adapter, so the crash test can SIGKILL `add` between any two steps. Not a
+/// step of adding an adapter (and `gc` before each blob it deletes), so the crash tests can
+/// SIGKILL `add` or `gc` between any two steps. Not a
 /// user setting; unset, it costs one environment lookup.
 pub fn test_pause(_step: &str) {
     if let Some(ms) = std::env::var("LORATOOL_TEST_SLOW_ADD_MS")
