@@ -35,6 +35,22 @@ fn with_out(args: &[&str], out: &Path) -> Vec<String> {
 /// Run `args` writing `out_name` into a roomy directory (must succeed), then into a tmpfs a
 /// third that size (must fail cleanly). Returns the mounted filesystem for further checks.
 fn fills_up(test: &str, args: &[&str], out_name: &str, prepare: impl Fn(&Path)) -> Option<SmallFs> {
+    fills_up_env(test, &[], args, out_name, prepare)
+}
+
+/// [`fills_up`] with environment variables set for loratool.
+fn fills_up_env(
+    test: &str,
+    env: &[(&str, &Path)],
+    args: &[&str],
+    out_name: &str,
+    prepare: impl Fn(&Path),
+) -> Option<SmallFs> {
+    let loratool = || {
+        let mut c = loratool();
+        c.envs(env.iter().copied());
+        c
+    };
     let roomy = tempfile::tempdir().unwrap();
     let out = roomy.path().join(out_name);
     prepare(roomy.path());
@@ -306,4 +322,26 @@ fn registry_add_into_a_full_store() {
         text(&o)
     );
     assert!(Path::new(&store).join("oci-layout").is_file());
+}
+
+/// `export` of a stored adapter into a directory on a full disk leaves no directory behind.
+#[test]
+fn registry_export_into_a_directory() {
+    let store = tempfile::tempdir().unwrap();
+    let lora = fixture("peft/plain");
+    let o = loratool()
+        .env("LORATOOL_HOME", store.path())
+        .args(["add", lora.to_str().unwrap(), "--name", "plain:v1"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let args = ["export", "plain:v1", "-o", "{out}"];
+    let env = [("LORATOOL_HOME", store.path())];
+    fills_up_env(
+        "registry_export_into_a_directory",
+        &env,
+        &args,
+        "exported",
+        nothing,
+    );
 }

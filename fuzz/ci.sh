@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# CI smoke fuzzing: build every target, replay the committed findings (fixtures/fuzz/), then fuzz
+# each target for a fixed number of runs from a fixed seed on the seed corpus built from
+# fixtures/ (make_seeds.py). Same binary + same corpus + same seed = the same inputs every run,
+# so the job is not flaky: it fails only when a change makes one of those inputs crash, trip the
+# allocation bound, or break a round trip. Needs the nightly toolchain and cargo-fuzz (installed
+# here, pinned, if missing). Run from anywhere: fuzz/ci.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+source ./targets.sh
+
+CARGO_FUZZ_VERSION=0.13.1
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    rustup toolchain install nightly --profile minimal
+fi
+if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
+    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
+fi
+
+start=$(date +%s)
+# release with overflow checks, no sanitizer (the targets check panics, allocation bounds and
+# round trips; loratool's unsafe is limited to mmap), 16 codegen units for a faster build
+cargo +nightly fuzz build -O -a -s none --codegen-units 16
+echo "fuzz targets built in $(($(date +%s) - start)) s"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export LORATOOL_FUZZ_TMP="$work/scratch"
+mkdir -p "$LORATOOL_FUZZ_TMP"
+python3 make_seeds.py --out "$work/corpus"
+
+# runs per target: about 20 s each on a 2-core CI machine (the targets' speeds differ 20x)
+declare -A RUNS=(
+    [safetensors]=60000 [gguf]=60000 [peft_config]=60000 [kohya]=8000 [diffusers]=25000
+    [peft]=18000 [gguf_adapter]=30000 [registry_json]=150000 [sharded_index]=50000
+)
+for t in "${FUZZ_TARGETS[@]}"; do
+    bin=$FUZZ_BIN_DIR/$t
+    findings=(../fixtures/fuzz/"$t"-*)
+    if [ -e "${findings[0]}" ]; then
+        "$bin" "${findings[@]}" >"$work/$t-replay.log" 2>&1 ||
+            { cat "$work/$t-replay.log"; echo "FAIL: $t no longer handles a committed finding"; exit 1; }
+    fi
+    t0=$(date +%s)
+    if ! "$bin" "$work/corpus/$t" -dict="dict/${FUZZ_DICT[$t]}.dict" -seed=1 \
+        -runs="${RUNS[$t]}" -max_total_time=120 -timeout=20 -rss_limit_mb=2048 \
+        -artifact_prefix="$work/$t-" -print_final_stats=1 >"$work/$t.log" 2>&1; then
+        tail -60 "$work/$t.log"
+        echo "FAIL: fuzz target $t crashed; the input is above (base64) — add it to fixtures/fuzz/"
+        exit 1
+    fi
+    echo "$t: $(grep -o 'stat::number_of_executed_units: [0-9]*' "$work/$t.log" | grep -o '[0-9]*$') runs in $(($(date +%s) - t0)) s, $(grep -o 'cov: [0-9]* ft: [0-9]*' "$work/$t.log" | tail -1)"
+done
+echo "fuzz smoke passed in $(($(date +%s) - start)) s"
