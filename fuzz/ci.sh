@@ -29,11 +29,6 @@ export LORATOOL_FUZZ_TMP="$work/scratch"
 mkdir -p "$LORATOOL_FUZZ_TMP"
 python3 make_seeds.py --out "$work/corpus"
 
-# runs per target: about 20 s each on a 2-core CI machine (the targets' speeds differ 20x)
-declare -A RUNS=(
-    [safetensors]=60000 [gguf]=60000 [peft_config]=60000 [kohya]=8000 [diffusers]=25000
-    [peft]=18000 [gguf_adapter]=30000 [registry_json]=150000 [sharded_index]=50000
-)
 for t in "${FUZZ_TARGETS[@]}"; do
     bin=$FUZZ_BIN_DIR/$t
     findings=(../fixtures/fuzz/"$t"-*)
@@ -43,7 +38,7 @@ for t in "${FUZZ_TARGETS[@]}"; do
     fi
     t0=$(date +%s)
     if ! "$bin" "$work/corpus/$t" -dict="dict/${FUZZ_DICT[$t]}.dict" -seed=1 \
-        -runs="${RUNS[$t]}" -max_total_time=120 -timeout=20 -rss_limit_mb=2048 \
+        -runs="${FUZZ_CI_RUNS[$t]}" -max_total_time=120 -timeout=20 -rss_limit_mb=2048 \
         -artifact_prefix="$work/$t-" -print_final_stats=1 >"$work/$t.log" 2>&1; then
         tail -60 "$work/$t.log"
         echo "FAIL: fuzz target $t crashed; the input is above (base64) — add it to fixtures/fuzz/"

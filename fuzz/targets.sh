@@ -1,15 +1,25 @@
-# Sourced by the fuzz scripts: every target and its dictionary. A new target is a file in
-# fuzz_targets/, a [[bin]] in Cargo.toml, and a line here.
-declare -A FUZZ_DICT=(
-    [safetensors]=safetensors
-    [gguf]=gguf
-    [peft_config]=peft_config
-    [kohya]=adapter
-    [diffusers]=adapter
-    [peft]=adapter
-    [gguf_adapter]=gguf
-    [registry_json]=registry
-    [sharded_index]=sharded_index
-)
-FUZZ_TARGETS=(safetensors gguf peft_config kohya diffusers peft gguf_adapter registry_json sharded_index)
-FUZZ_BIN_DIR=target/x86_64-unknown-linux-gnu/release
+# Sourced by the fuzz scripts. One line per target: name, dictionary (dict/<name>.dict), and the
+# number of runs CI's smoke pass gives it (about 20 s each on a 2-core machine; the targets'
+# speeds differ 20x). Adding a target: `cargo fuzz add <name>` (creates fuzz_targets/<name>.rs
+# and its [[bin]]), write the target with loratool_fuzz::run, add a line here and its seeds to
+# make_seeds.py.
+FUZZ_TABLE="
+safetensors    safetensors    60000
+gguf           gguf           60000
+peft_config    peft_config    60000
+kohya          adapter        8000
+diffusers      adapter        25000
+peft           adapter        18000
+gguf_adapter   gguf           30000
+registry_json  registry       150000
+sharded_index  sharded_index  50000
+"
+declare -A FUZZ_DICT FUZZ_CI_RUNS
+FUZZ_TARGETS=()
+while read -r name dict runs; do
+    [ -n "$name" ] || continue
+    FUZZ_TARGETS+=("$name")
+    FUZZ_DICT[$name]=$dict
+    FUZZ_CI_RUNS[$name]=$runs
+done <<<"$FUZZ_TABLE"
+FUZZ_BIN_DIR=${FUZZ_BIN_DIR:-target/x86_64-unknown-linux-gnu/release}
