@@ -20,7 +20,9 @@ fi
 start=$(date +%s)
 # release with overflow checks, no sanitizer (the targets check panics, allocation bounds and
 # round trips; loratool's unsafe is limited to mmap), 16 codegen units for a faster build
-cargo +nightly fuzz build -O -a -s none --codegen-units 16
+# (own target directory, so a local run does not rebuild the long-run binaries in target/)
+cargo +nightly fuzz build -O -a -s none --codegen-units 16 --target-dir target/ci
+FUZZ_BIN_DIR=target/ci/x86_64-unknown-linux-gnu/release
 echo "fuzz targets built in $(($(date +%s) - start)) s"
 
 work=$(mktemp -d)
