@@ -78,3 +78,18 @@ fn safetensors_shorter_than_its_length_prefix() {
         .to_string();
     assert!(e.contains("3 bytes"), "{e}");
 }
+
+/// An alpha of -0.0 was written to `lora_adapter_metadata` as the integer 0 and read back as
+/// +0.0: the round trip changed a bit (found by the `diffusers` target in the CI smoke run).
+#[test]
+fn diffusers_negative_zero_alpha_survives_a_round_trip() {
+    use loratool::adapter::{diffusers, ReadOptions};
+    let f = fuzz_fixture("diffusers-negative-zero-alpha");
+    let a = diffusers::read(&f, ReadOptions::default()).unwrap();
+    let alpha = |a: &loratool::adapter::Adapter| a.layers.values().next().unwrap().alpha;
+    assert!(alpha(&a) == 0.0 && alpha(&a).is_sign_negative());
+    let dir = tempfile::tempdir().unwrap();
+    diffusers::write(&a, dir.path(), &|_| {}).unwrap();
+    let back = diffusers::read(dir.path(), ReadOptions::default()).unwrap();
+    assert_eq!(alpha(&back).to_bits(), alpha(&a).to_bits());
+}
