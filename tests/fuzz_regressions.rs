@@ -93,3 +93,35 @@ fn diffusers_negative_zero_alpha_survives_a_round_trip() {
     let back = diffusers::read(dir.path(), ReadOptions::default()).unwrap();
     assert_eq!(alpha(&back).to_bits(), alpha(&a).to_bits());
 }
+
+/// A GGUF with `general.alignment = 2^30` and one empty tensor reads fine, but writing it back
+/// (what `quantize` and GGUF `bake` do with an input's metadata) allocated 1 GiB of padding.
+/// Found by the `gguf` target (and by `tests/resource_bounds.rs` with 2^31).
+#[test]
+fn gguf_writer_refuses_a_gigabyte_alignment() {
+    use loratool::io::gguf::{write_gguf, GgufFile, PendingGgufTensor};
+    let f = fuzz_fixture("gguf-alignment-2-30");
+    let file = GgufFile::open(&f).unwrap();
+    assert_eq!(file.alignment, 1 << 30);
+    let tensors: Vec<PendingGgufTensor> = file
+        .tensors
+        .iter()
+        .map(|(name, t)| {
+            let file = &file;
+            PendingGgufTensor {
+                name: name.clone(),
+                dims: t.dims.clone(),
+                ggml_type: t.ggml_type,
+                data: Box::new(move || file.tensor_bytes(name).map(std::borrow::Cow::Borrowed)),
+                written: None,
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.gguf");
+    let e = write_gguf(&out, &file.kv, &tensors, &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("larger than"), "{e}");
+    assert!(!out.exists());
+}
