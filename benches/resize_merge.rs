@@ -589,36 +589,6 @@ fn spawn(name: &str, dir: &Path) -> Res<Value> {
     Ok(v)
 }
 
-/// Relative Frobenius difference of two layers' deltas, `‖ΔW_a − ΔW_b‖ / ‖ΔW_b‖`, f64.
-fn rel_diff(a: &LoraLayer, b: &LoraLayer) -> f64 {
-    let dense = |l: &LoraLayer| {
-        let (m, r) = (l.out_features(), l.rank());
-        let n = l.down.numel() / r;
-        let up: Vec<f32> = l.up.to_f32();
-        let down: Vec<f32> = l.down.to_f32();
-        let mut w = Mat::<f32>::zeros(m, n);
-        matmul(
-            w.as_mut(),
-            Accum::Replace,
-            MatRef::from_row_major_slice(&up, m, r),
-            MatRef::from_row_major_slice(&down, r, n),
-            l.scale() as f32,
-            faer::get_global_parallelism(),
-        );
-        w
-    };
-    let (wa, wb) = (dense(a), dense(b));
-    let (mut num, mut den) = (0.0f64, 0.0f64);
-    for j in 0..wa.ncols() {
-        for i in 0..wa.nrows() {
-            let (x, y) = (f64::from(wa[(i, j)]), f64::from(wb[(i, j)]));
-            num += (x - y) * (x - y);
-            den += y * y;
-        }
-    }
-    (num / den.max(f64::MIN_POSITIVE)).sqrt()
-}
-
 /// Compare output file `pa` with the file `pb` taken as the truth, module by module.
 fn check(pa: &Path, pb: &Path) -> Res<Value> {
     if !pa.exists() || !pb.exists() {
@@ -630,7 +600,9 @@ fn check(pa: &Path, pb: &Path) -> Res<Value> {
         .layers
         .par_iter()
         .map(|(p, l)| {
-            let d = la.layers.get(p).map_or(f64::INFINITY, |x| rel_diff(x, l));
+            let d = la.layers.get(p).map_or(f64::INFINITY, |x| {
+                loratool::testing::layer_rel_diff(x, &[(l, 1.0)])
+            });
             (d, p.clone())
         })
         .collect();

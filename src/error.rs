@@ -1,5 +1,7 @@
 //! The library's error type. Every variant carries what a user needs to act: the file, the
-//! tensor or module, and what was expected. The CLI adds nothing but exit codes and colour.
+//! tensor or module, and what was expected. Conditions a caller acts on have variants of their
+//! own (`NeedsBase`, `UnknownKeys`, `BaseMismatch`, `BadOption`), so a library caller can match
+//! on them and the CLI can add the flag that fixes them.
 
 use std::path::PathBuf;
 
@@ -34,9 +36,52 @@ pub enum Error {
     #[error("module '{module}': {message}")]
     Module { module: String, message: String },
 
-    /// A request that cannot be carried out as asked (wrong option, target format cannot hold it).
+    /// Reading or writing this needs the base model (its config.json or GGUF), which was not
+    /// given: llama-arch GGUF adapters store q/k RoPE-permuted, GGUF names need the
+    /// architecture and head counts.
+    #[error("{path}: {why}; this needs the base model (its config.json or GGUF)")]
+    NeedsBase { path: PathBuf, why: String },
+
+    /// Keys a reader cannot represent (LyCORIS, names no table maps, non-LoRA tensors). Never
+    /// dropped silently: reading with `skip_unknown` turns this into a warning.
+    #[error("{path}: {} {what} key(s) loratool cannot represent: {}", keys.len(), list_some(keys, 12))]
+    UnknownKeys {
+        path: PathBuf,
+        what: String,
+        keys: Vec<String>,
+    },
+
+    /// Adapter modules that do not fit the base model (missing tensors, other shapes). Checked
+    /// before anything is written.
+    #[error("{} adapter module(s) do not fit the base model {base} (wrong base model?); nothing was written: {}", problems.len(), list_some(problems, 10))]
+    BaseMismatch { base: String, problems: Vec<String> },
+
+    /// An option value out of its range or not applicable (`option` as the library names the
+    /// field: `rank`, `density`, ...).
+    #[error("{option}: {message}")]
+    BadOption {
+        option: &'static str,
+        message: String,
+    },
+
+    /// A request that cannot be carried out as asked (target format cannot hold it, ...).
     #[error("{0}")]
     Invalid(String),
+}
+
+/// The first `max` items joined with `; ` or `, `, and how many more there are.
+fn list_some(items: &[String], max: usize) -> String {
+    let sep = if items.iter().any(|s| s.contains(' ')) {
+        "; "
+    } else {
+        ", "
+    };
+    let shown: Vec<&str> = items.iter().take(max).map(String::as_str).collect();
+    let mut text = shown.join(sep);
+    if items.len() > max {
+        text.push_str(&format!(" (and {} more)", items.len() - max));
+    }
+    text
 }
 
 impl Error {
@@ -66,6 +111,18 @@ impl Error {
     pub fn unsupported(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Error::Unsupported {
             path: path.into(),
+            message: message.into(),
+        }
+    }
+    pub fn needs_base(path: impl Into<PathBuf>, why: impl Into<String>) -> Self {
+        Error::NeedsBase {
+            path: path.into(),
+            why: why.into(),
+        }
+    }
+    pub fn bad_option(option: &'static str, message: impl Into<String>) -> Self {
+        Error::BadOption {
+            option,
             message: message.into(),
         }
     }

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use loratool::adapter::detect::read_adapter;
+use loratool::adapter::codec::read_adapter;
 use loratool::adapter::ReadOptions;
 use serde_json::Value;
 
@@ -105,8 +105,8 @@ fn convert_kohya_to_peft_and_back_through_the_cli() {
         "bf16",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let a = read_adapter(&src, None, ReadOptions::default()).unwrap();
-    let b = read_adapter(&back, None, ReadOptions::default()).unwrap();
+    let a = read_adapter(&src, None, &ctx(ReadOptions::default())).unwrap();
+    let b = read_adapter(&back, None, &ctx(ReadOptions::default())).unwrap();
     assert_eq!(b.layers.len(), a.layers.len());
     for (p, l) in &a.layers {
         let lb = &b.layers[p];
@@ -206,4 +206,57 @@ fn info_reads_gguf_headers() {
     // the same parameters as the PEFT adapter it was converted from
     let peft = loratool::adapter::peft::read(&fixture("peft/plain"), Default::default()).unwrap();
     assert_eq!(v["params"], peft.param_count() as u64);
+}
+
+#[test]
+fn info_names_a_lora_it_cannot_place_as_a_lora() {
+    use loratool::tensor::DType;
+    let dir = tempdir();
+    let p = dir.path().join("odd.safetensors");
+    write_st(
+        &p,
+        &[
+            (
+                "m.lora_down.weight".into(),
+                pseudo(vec![4, 8], 1, DType::F16),
+            ),
+            ("m.lora_up.weight".into(), pseudo(vec![8, 4], 2, DType::F16)),
+        ],
+        &[],
+    );
+    let o = loratool(&["info", s(&p)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("looks like a LoRA") && e.contains("m.lora_down.weight"),
+        "{e}"
+    );
+    assert!(!stdout(&o).contains("base model"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_missing_base_model_is_reported_with_the_flag_that_gives_it() {
+    let dir = tempdir();
+    let out = dir.path().join("x");
+    let o = loratool(&[
+        "convert",
+        s(&fixture("gguf/plain-f32.gguf")),
+        "--to",
+        "peft",
+        "-o",
+        s(&out),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("RoPE-permuted") && e.contains("--base"), "{e}");
+    assert!(!out.exists());
+    // describing it needs no base: info reads the stored layout
+    let v: Value = serde_json::from_str(&run_ok(&[
+        "info",
+        s(&fixture("gguf/plain-f32.gguf")),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(v["modules"], 14);
+    assert_eq!(v["ranks"][0]["rank"], 4);
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use loratool::adapter::Adapter;
+use loratool::adapter::{Adapter, LoraLayer};
 use loratool::io::SafetensorsFile;
 use serde_json::Value;
 use std::path::Path;
@@ -16,19 +16,14 @@ fn fro_rel(x: &[f64], y: &[f64]) -> f64 {
     (d / n).sqrt()
 }
 
-/// Σ wᵢ·ΔWᵢ of one module over the inputs that hold it, dense, by plain loops.
+/// Σ wᵢ·ΔWᵢ of one module over the inputs that hold it, dense.
 fn dense_sum(inputs: &[(&Adapter, f64)], path: &str) -> Vec<f64> {
-    let mut acc: Option<Vec<f64>> = None;
-    for (a, w) in inputs {
-        if let Some(l) = a.layers.get(path) {
-            let d = dense_delta(l);
-            let acc = acc.get_or_insert_with(|| vec![0.0; d.len()]);
-            for (x, y) in acc.iter_mut().zip(d) {
-                *x += w * y;
-            }
-        }
-    }
-    acc.expect("module in some input")
+    let terms: Vec<(&LoraLayer, f64)> = inputs
+        .iter()
+        .filter_map(|(a, w)| a.layers.get(path).map(|l| (l, *w)))
+        .collect();
+    assert!(!terms.is_empty(), "module in some input");
+    loratool::testing::dense_weighted(&terms)
 }
 
 fn metadata(path: &Path) -> indexmap::IndexMap<String, String> {
@@ -208,7 +203,7 @@ fn mixed_formats_and_negative_weights_sum_exactly() {
             .into_iter()
             .filter_map(|(a, w)| a.layers.get(p).map(|x| (x, w)))
             .collect();
-        let e = rel_fro_diff_weighted(l, &terms);
+        let e = layer_rel_diff(l, &terms);
         assert!(e < 1e-5, "{p}: {e:.2e}");
         // the exact sum's rank is at most the sum of the input ranks
         let bound =

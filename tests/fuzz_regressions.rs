@@ -13,7 +13,10 @@ fn fuzz_fixture(name: &str) -> PathBuf {
 /// Read `path` the way the fuzz target `target` does; Err(message) when refused.
 fn read_as(target: &str, path: &Path) -> Result<(), String> {
     use loratool::adapter::{diffusers, gguf, kohya, peft, ReadOptions};
-    let opts = ReadOptions { skip_unknown: true };
+    let opts = ReadOptions {
+        skip_unknown: true,
+        ..ReadOptions::default()
+    };
     let r = match target {
         "safetensors" => {
             let bytes = std::fs::read(path).unwrap();

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use loratool::adapter::detect::read_adapter_for_base;
+use loratool::adapter::codec::{read_adapter, ReadContext};
 use loratool::adapter::gguf::{rope::permute_rows, GgufBase};
 use loratool::adapter::ReadOptions;
 use loratool::io::gguf::{GgufFile, GgufValue};
@@ -127,11 +127,13 @@ fn rope_permutation_matches_the_converted_base_model() {
 #[test]
 fn gguf_to_peft_undoes_the_permutation() {
     let base = GgufBase::load(&fixture("tiny_llama/config.json")).unwrap();
-    let gguf = read_adapter_for_base(
+    let gguf = read_adapter(
         &fixture("gguf/plain-f32.gguf"),
         None,
-        ReadOptions::default(),
-        Some(&base),
+        &ReadContext {
+            opts: ReadOptions::default(),
+            base: Some(&base),
+        },
     )
     .unwrap();
     assert_same_layers(&gguf, &read_any(&fixture("peft/plain")));
@@ -190,7 +192,15 @@ fn rslora_and_patterns_keep_peft_scales_unlike_the_reference_converter() {
     // what llama.cpp computes from our file (alpha / r · B·A, read back by loratool) equals
     // PEFT's scales on the original tensors: q 16/√2, v 3/√8, others 16/√8
     let base = GgufBase::load(&fixture("tiny_llama/config.json")).unwrap();
-    let ours = read_adapter_for_base(&out, None, ReadOptions::default(), Some(&base)).unwrap();
+    let ours = read_adapter(
+        &out,
+        None,
+        &ReadContext {
+            opts: ReadOptions::default(),
+            base: Some(&base),
+        },
+    )
+    .unwrap();
     let peft = read_any(&fixture("peft/rslora_patterns"));
     let st =
         SafetensorsFile::open(&fixture("peft/rslora_patterns/adapter_model.safetensors")).unwrap();

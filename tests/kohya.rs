@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use loratool::adapter::detect::read_adapter;
+use loratool::adapter::codec::read_adapter;
 use loratool::adapter::kohya_hash::kohya_hashes;
 use loratool::adapter::{diffusers, kohya, peft, Adapter, Format, LayerKind, ReadOptions};
 use loratool::io::SafetensorsFile;
@@ -12,6 +12,7 @@ use loratool::tensor::{DType, Tensor};
 
 const STRICT: ReadOptions = ReadOptions {
     skip_unknown: false,
+    layout_only: false,
 };
 const C3LIER: &str = "kohya/sd15_lora_r4_a2_c3lier.safetensors";
 const GEN_SD15: &str = "gen_sd15_kohya.safetensors";
@@ -149,7 +150,7 @@ fn round_trip_via(a: &Adapter, via: Format) -> Adapter {
         }
     }
     .unwrap();
-    let b = read_adapter(&mid, None, STRICT).unwrap();
+    let b = read_adapter(&mid, None, &ctx(STRICT)).unwrap();
     assert_eq!(b.meta.source_format, Some(via));
     let back = dir.path().join("back.safetensors");
     kohya::write(&b, &back, &|_| {}).unwrap();
@@ -255,7 +256,43 @@ fn one_module_file(
 }
 
 #[test]
-fn lycoris_keys_are_refused_or_skipped_with_a_list() {
+fn lycoris_modules_without_a_lora_form_are_refused_or_skipped_with_the_reason() {
+    // LyCORIS modules are converted (tests/lycoris.rs); a full `diff` module has no LoRA form
+    let (_d, p) = one_module_file(
+        &[(
+            "lora_unet_mid_block_resnets_0_conv1.diff",
+            pseudo(vec![4, 4], 3, DType::F16),
+        )],
+        &[],
+    );
+    let err = kohya::read(&p, STRICT).unwrap_err();
+    assert!(matches!(err, loratool::Error::UnknownKeys { .. }), "{err}");
+    let e = err.to_string();
+    for k in ["conv1.diff", "LyCORIS", "dense"] {
+        assert!(e.contains(k), "missing {k}: {e}");
+    }
+    // the command line names the flag that turns the refusal into a warning
+    let out = p.with_file_name("out");
+    let o = loratool(&["convert", s(&p), "--to", "peft", "-o", s(&out)]);
+    assert_eq!(o.status.code(), Some(1));
+    for k in ["conv1.diff", "--skip-unknown"] {
+        assert!(stderr(&o).contains(k), "missing {k}: {}", stderr(&o));
+    }
+    let a = kohya::read(
+        &p,
+        ReadOptions {
+            skip_unknown: true,
+            layout_only: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(a.layers.len(), 1);
+    assert!(a.meta.warnings.iter().any(|w| w.contains("conv1.diff")));
+}
+
+#[test]
+fn malformed_lycoris_modules_are_errors_naming_the_module() {
+    // LoHa and LoCon-Tucker keys in one module
     let (_d, p) = one_module_file(
         &[
             (
@@ -266,26 +303,41 @@ fn lycoris_keys_are_refused_or_skipped_with_a_list() {
                 "lora_unet_mid_block_resnets_0_conv1.lora_mid.weight",
                 pseudo(vec![4, 4], 3, DType::F16),
             ),
-            (
-                "lora_te_text_model_encoder_layers_0_self_attn_q_proj.dora_scale",
-                pseudo(vec![1, 768], 3, DType::F16),
-            ),
         ],
+        &[],
+    );
+    let e = kohya::read(
+        &p,
+        ReadOptions {
+            skip_unknown: true,
+            layout_only: false,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    for k in [
+        "lora_unet_mid_block_resnets_0_conv1",
+        "mixes",
+        "LoHa",
+        "LoCon",
+    ] {
+        assert!(e.contains(k), "missing {k}: {e}");
+    }
+    // an input-axis dora_scale (LyCORIS < 3.2.0) has no canonical DoRA form
+    let (_d, p) = one_module_file(
+        &[(
+            "lora_te_text_model_encoder_layers_0_self_attn_q_proj.dora_scale",
+            pseudo(vec![1, 768], 3, DType::F16),
+        )],
         &[],
     );
     let e = kohya::read(&p, STRICT).unwrap_err().to_string();
     for k in [
-        "hada_w1_a",
-        "lora_mid.weight",
-        "dora_scale",
-        "LyCORIS",
-        "--skip-unknown",
+        "lora_te_text_model_encoder_layers_0_self_attn_q_proj",
+        "input column",
     ] {
         assert!(e.contains(k), "missing {k}: {e}");
     }
-    let a = kohya::read(&p, ReadOptions { skip_unknown: true }).unwrap();
-    assert_eq!(a.layers.len(), 1);
-    assert!(a.meta.warnings.iter().any(|w| w.contains("hada_w1_a")));
 }
 
 #[test]

@@ -10,14 +10,14 @@
 mod common;
 
 use common::*;
-use loratool::adapter::detect::read_adapter;
+use loratool::adapter::codec::read_adapter;
 use loratool::adapter::{kohya, Adapter, LoraLayer, ReadOptions};
 use loratool::linalg::clamp_factors;
 use loratool::ops::merge::{merge, MajoritySign, MergeInput, MergeMethod, MergeOptions};
 use loratool::tensor::Tensor;
 
 fn read(rel: &str) -> Adapter {
-    read_adapter(&fixture(rel), None, ReadOptions::default()).expect("fixture reads")
+    read_adapter(&fixture(rel), None, &ctx(ReadOptions::default())).expect("fixture reads")
 }
 
 fn peft_inputs() -> (Adapter, Adapter) {

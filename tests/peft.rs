@@ -3,13 +3,14 @@
 mod common;
 
 use common::*;
-use loratool::adapter::detect::read_adapter;
+use loratool::adapter::codec::read_adapter;
 use loratool::adapter::{peft, Format, LayerKind, ReadOptions};
 use loratool::tensor::DType;
 use std::path::Path;
 
 const STRICT: ReadOptions = ReadOptions {
     skip_unknown: false,
+    layout_only: false,
 };
 
 fn scale(a: &loratool::adapter::Adapter, p: &str) -> f64 {
@@ -59,7 +60,7 @@ fn peft_round_trip_is_bit_exact_for_every_fixture() {
         "peft/embed",
         "gen_llama_peft",
     ] {
-        let a = read_adapter(&fixture(name), None, STRICT).unwrap();
+        let a = read_adapter(&fixture(name), None, &ctx(STRICT)).unwrap();
         let dir = tempdir();
         peft::write(&a, dir.path(), &|_| {}).unwrap();
         let b = peft::read(dir.path(), STRICT).unwrap();
@@ -189,12 +190,35 @@ fn modules_to_save_become_full_tensors_and_unknown_keys_are_never_dropped_silent
     let mut more = base.clone();
     more.push(w("base_model.model.m.q_proj.hada_w1_a", 4, vec![2, 2]));
     write_st(&file, &more, &[]);
-    let e = peft::read(dir.path(), STRICT).unwrap_err().to_string();
+    let err = peft::read(dir.path(), STRICT).unwrap_err();
+    assert!(
+        matches!(&err, loratool::Error::UnknownKeys { keys, .. } if keys.iter().any(|k| k.contains("hada_w1_a"))),
+        "{err}"
+    );
+    // the command line names the flag that turns the refusal into a warning
+    let o2 = loratool(&[
+        "convert",
+        s(dir.path()),
+        "--to",
+        "peft",
+        "-o",
+        s(&dir.path().join("out")),
+    ]);
+    assert_eq!(o2.status.code(), Some(1), "{}", stderr(&o2));
+    let e = stderr(&o2);
     assert!(
         e.contains("hada_w1_a") && e.contains("--skip-unknown"),
         "{e}"
     );
-    let a = peft::read(dir.path(), ReadOptions { skip_unknown: true }).unwrap();
+
+    let a = peft::read(
+        dir.path(),
+        ReadOptions {
+            skip_unknown: true,
+            layout_only: false,
+        },
+    )
+    .unwrap();
     assert!(a.meta.warnings.iter().any(|w| w.contains("hada_w1_a")));
 }
 

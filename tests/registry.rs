@@ -235,8 +235,8 @@ fn export_to_a_format_converts_through_the_writers() {
         dest.to_str().unwrap(),
     ]);
     let ro = loratool::adapter::ReadOptions::default();
-    let original = loratool::adapter::detect::read_adapter(&kohya(), None, ro).unwrap();
-    let exported = loratool::adapter::detect::read_adapter(&dest, None, ro).unwrap();
+    let original = loratool::adapter::codec::read_adapter(&kohya(), None, &ctx(ro)).unwrap();
+    let exported = loratool::adapter::codec::read_adapter(&dest, None, &ctx(ro)).unwrap();
     assert_same_layers(&original, &exported);
 }
 
@@ -408,8 +408,8 @@ fn references_are_accepted_where_paths_are() {
         dest.to_str().unwrap(),
     ]);
     let ro = loratool::adapter::ReadOptions::default();
-    let a = loratool::adapter::detect::read_adapter(&kohya(), None, ro).unwrap();
-    let b = loratool::adapter::detect::read_adapter(&dest, None, ro).unwrap();
+    let a = loratool::adapter::codec::read_adapter(&kohya(), None, &ctx(ro)).unwrap();
+    let b = loratool::adapter::codec::read_adapter(&dest, None, &ctx(ro)).unwrap();
     assert_same_layers(&a, &b);
     // a digest under another name, and an unknown tag, are not found
     let o = reg.run(&["info", &format!("other@{kd}")]);
@@ -694,4 +694,141 @@ fn gc_between_an_adds_blob_writes_and_its_index_update_loses_nothing() {
         std::fs::read(out.path().join(kohya().file_name().unwrap())).unwrap(),
         std::fs::read(kohya()).unwrap()
     );
+}
+
+/// A non-llama GGUF adapter (qwen2: no q/k permutation), written by loratool from the PEFT
+/// fixture against a qwen2-flavoured copy of the tiny llama config.
+fn qwen2_gguf(dir: &Path) -> PathBuf {
+    let cfg = std::fs::read_to_string(fixture("tiny_llama/config.json"))
+        .unwrap()
+        .replace("\"llama\"", "\"qwen2\"")
+        .replace("LlamaForCausalLM", "Qwen2ForCausalLM");
+    let cfg_path = dir.join("config.json");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let out = dir.join("qwen2-adapter.gguf");
+    run_ok(&[
+        "convert",
+        s(&peft()),
+        "--to",
+        "gguf",
+        "--base",
+        s(&cfg_path),
+        "-o",
+        s(&out),
+    ]);
+    out
+}
+
+#[test]
+fn every_adapter_format_is_stored_byte_for_byte_and_described_as_info_describes_it() {
+    let reg = Reg::new();
+    let dir = tempdir();
+    let diffusers = dir.path().join("style-diffusers.safetensors");
+    run_ok(&[
+        "convert",
+        s(&kohya()),
+        "--to",
+        "diffusers",
+        "-o",
+        s(&diffusers),
+    ]);
+    let inputs: Vec<(PathBuf, &str, &str)> = vec![
+        (peft(), "t/peft:v1", "peft"),
+        (kohya(), "t/kohya:v1", "kohya"),
+        (diffusers, "t/diffusers:v1", "diffusers"),
+        // a llama GGUF adapter: stored without --base (its q/k rows stay as they are)
+        (fixture("gguf/plain-f32.gguf"), "t/g:v1", "gguf"),
+        (fixture("gguf/plain-q8_0.gguf"), "t/gq:v1", "gguf"),
+        (qwen2_gguf(dir.path()), "t/qwen2:v1", "gguf"),
+    ];
+    for (path, name, format) in &inputs {
+        reg.add(path, name);
+        let show = reg.json(&["show", name, "--json"]);
+        assert_eq!(show["format"], *format, "{name}");
+        // the stored description is the one `info` prints for the original path
+        let info = reg.json(&["info", s(path), "--json"]);
+        let summary = &show["summary"];
+        for key in [
+            "format",
+            "family",
+            "base_model",
+            "modules",
+            "layer_kinds",
+            "ranks",
+            "dtypes",
+            "params",
+            "targets",
+            "dora",
+            "full_tensors",
+        ] {
+            assert_eq!(summary[key], info[key], "{name}: {key}");
+        }
+        // ... and `info` on the reference says the same
+        let by_ref = reg.json(&["info", name, "--json"]);
+        for key in ["format", "modules", "ranks", "targets", "params"] {
+            assert_eq!(by_ref[key], info[key], "{name}: info by reference, {key}");
+        }
+        // the text blocks of info and show agree line for line (show adds digest, tags, files)
+        let info_text = reg.ok(&["info", s(path)]);
+        let show_text = reg.ok(&["show", name]);
+        for line in info_text
+            .lines()
+            .skip(1)
+            .filter(|l| !l.contains("file size"))
+        {
+            if line.starts_with("  container") {
+                break; // the GGUF container lines are info's own
+            }
+            assert!(
+                show_text.contains(line),
+                "{name}: show lacks {line:?}\n{show_text}"
+            );
+        }
+        // exported files are the added files, byte for byte
+        let out = tempdir();
+        reg.ok(&["export", name, "-o", s(out.path())]);
+        let original: Vec<PathBuf> = if path.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            v.sort();
+            v
+        } else {
+            vec![path.clone()]
+        };
+        for f in original {
+            let exported = out.path().join(f.file_name().unwrap());
+            assert_eq!(
+                std::fs::read(&exported).unwrap(),
+                std::fs::read(&f).unwrap(),
+                "{name}: {}",
+                f.display()
+            );
+        }
+    }
+    // the targets are named as info names them (`to_out.0`, not `0`)
+    let show = reg.json(&["show", "t/kohya:v1", "--json"]);
+    let targets = show["target_modules"].as_array().unwrap();
+    assert!(targets.iter().any(|t| t == "to_out.0"), "{targets:?}");
+    assert!(!targets.iter().any(|t| t == "0"), "{targets:?}");
+    assert_store_consistent(&reg);
+}
+
+#[test]
+fn a_gguf_model_is_refused_by_add_with_a_clear_message() {
+    let reg = Reg::new();
+    let o = reg.run(&[
+        "add",
+        s(&fixture("tiny_llama-f32.gguf")),
+        "--name",
+        "t/model:v1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("a model, not a LoRA adapter"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!reg.root().join("index.json").exists() || assert_store_consistent(&reg) == 0);
 }

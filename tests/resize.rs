@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 const STRICT: ReadOptions = ReadOptions {
     skip_unknown: false,
+    layout_only: false,
 };
 const C3LIER: &str = "kohya/sd15_lora_r4_a2_c3lier.safetensors";
 const KOHYA_R2: &str = "kohya/sd15_lora_r4_a2_c3lier_resized_r2.safetensors";

@@ -29,7 +29,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| run(data, |data, scratch| {
             tensor_shapes: None,
             source: "fuzz base".into(),
         });
-    let opts = ReadOptions { skip_unknown: true };
+    let opts = ReadOptions {
+        skip_unknown: true,
+        ..ReadOptions::default()
+    };
     let adapter = match gguf::read(&path, base.as_ref(), opts) {
         Ok(a) => a,
         Err(e) => return assert_names_file(&e, &path),

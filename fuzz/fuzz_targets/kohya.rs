@@ -9,7 +9,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| run(data, |data, scratch| {
     if let Err(e) = detect::detect_format(&path) {
         assert_names_file(&e, &path);
     }
-    let adapter = match kohya::read(&path, ReadOptions { skip_unknown: true }) {
+    let adapter = match kohya::read(&path, ReadOptions {
+        skip_unknown: true,
+        ..ReadOptions::default()
+    }) {
         Ok(a) => a,
         Err(e) => return assert_names_file(&e, &path),
     };

@@ -15,7 +15,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| run(data, |data, scratch| {
     scratch.write("in/adapter_config.json", config);
     scratch.write("in/adapter_model.safetensors", weights);
     let dir = scratch.path("in");
-    let adapter = match peft::read(&dir, ReadOptions { skip_unknown: true }) {
+    let adapter = match peft::read(&dir, ReadOptions {
+        skip_unknown: true,
+        ..ReadOptions::default()
+    }) {
         Ok(a) => a,
         Err(e) => {
             let text = e.to_string();

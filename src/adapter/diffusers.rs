@@ -151,7 +151,7 @@ pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
         full: BTreeMap::new(),
         meta,
     };
-    adapter.meta.family = super::detect::guess_sd_family(&adapter).map(str::to_string);
+    adapter.meta.family = super::family::guess_sd_family(&adapter).map(str::to_string);
     Ok(adapter)
 }
 

@@ -7,6 +7,7 @@
 //! through the tables in `formats/`.
 
 use super::kohya_hash::kohya_hashes;
+use super::lycoris;
 use super::{report_unknown, Adapter, AdapterMeta, Format, LayerKind, LoraLayer, ReadOptions};
 use crate::error::{Error, Result};
 use crate::formats::sd::{self, ModuleRow, SdTable};
@@ -105,39 +106,13 @@ pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
         };
         *slot = Some(key.clone());
     }
-    // LyCORIS and DoRA keys get a message of their own: they are a different network type.
-    let lycoris: Vec<String> = unknown
-        .iter()
-        .filter(|k| {
-            [
-                "hada_",
-                "lokr_",
-                "lora_mid",
-                "dora_scale",
-                ".diff",
-                "oft_",
-                "boft_",
-            ]
-            .iter()
-            .any(|m| k.contains(m))
-        })
-        .cloned()
-        .collect();
     let mut meta = AdapterMeta {
         source_format: Some(Format::Kohya),
         source_metadata: md.clone(),
         ..Default::default()
     };
-    if !lycoris.is_empty() {
-        unknown.retain(|k| !lycoris.contains(k));
-        report_unknown(
-            path,
-            &lycoris,
-            "LyCORIS (LoHa/LoKr/Tucker/DoRA/OFT/full-diff)",
-            opts,
-            &mut meta.warnings,
-        )?;
-    }
+    // LyCORIS modules (LoHa, LoKr, Tucker, DoRA, …) are converted to LoRA through the table row
+    let lyco = lycoris_modules(&file, &mut modules, &mut unknown, opts, &mut meta.warnings)?;
 
     let candidates: Vec<&'static str> = match declared {
         Some(f) => vec![f],
@@ -148,7 +123,7 @@ pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
         let Some(table) = sd::table(fam) else {
             continue;
         };
-        let resolved = resolve(&file, table, &modules)?;
+        let resolved = resolve(&file, table, &modules, &lyco)?;
         let better = match &best {
             None => true,
             Some((_, b)) => resolved.unmapped.len() < b.unmapped.len(),
@@ -181,6 +156,7 @@ pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
         ));
     }
     meta.family = Some(family.to_string());
+    meta.lycoris = resolved.origins;
     Ok(Adapter {
         layers: resolved.layers,
         full: BTreeMap::new(),
@@ -190,6 +166,7 @@ pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
 
 struct Resolved {
     layers: BTreeMap<String, LoraLayer>,
+    origins: BTreeMap<String, lycoris::Origin>,
     /// Keys of modules the table does not know.
     unmapped: Vec<String>,
 }
@@ -198,11 +175,38 @@ fn resolve(
     file: &SafetensorsFile,
     table: &'static SdTable,
     modules: &BTreeMap<String, KohyaParts>,
+    lyco: &BTreeMap<String, BTreeMap<&'static str, String>>,
 ) -> Result<Resolved> {
     let path = file.path();
     let index = name_index(table);
     let mut layers = BTreeMap::new();
+    let mut origins = BTreeMap::new();
     let mut unmapped = Vec::new();
+    for (name, keys) in lyco {
+        let Some(row) = index.get(name.as_str()) else {
+            unmapped.extend(keys.values().cloned());
+            continue;
+        };
+        let mut tensors = lycoris::ModuleTensors::new();
+        for (&local, key) in keys {
+            tensors.insert(local, file.tensor(key)?);
+        }
+        let opts = lycoris::Options {
+            target: Some(lycoris::Target {
+                kind: row.kind,
+                out: row.out,
+                in_: row.in_,
+                kh: row.kh,
+                kw: row.kw,
+            }),
+            ..lycoris::Options::lycoris()
+        };
+        let c = lycoris::convert(name, &tensors, &opts)
+            .map_err(|e| Error::unsupported(path, format!("({}) {e}", row.canonical)))?;
+        check_row_shape(path, name, row, &c.layer)?;
+        layers.insert(row.canonical.clone(), c.layer);
+        origins.insert(row.canonical.clone(), c.origin);
+    }
     for (name, parts) in modules {
         let Some(row) = index.get(name.as_str()) else {
             unmapped.extend(
@@ -254,7 +258,76 @@ fn resolve(
         check_row_shape(path, name, row, &layer)?;
         layers.insert(row.canonical.clone(), layer);
     }
-    Ok(Resolved { layers, unmapped })
+    Ok(Resolved {
+        layers,
+        origins,
+        unmapped,
+    })
+}
+
+/// Take the LyCORIS modules out of `modules`/`unknown`: every module with a key beyond
+/// `lora_down`/`lora_up`/`alpha` (LoHa, LoKr, `lora_mid`, `dora_scale`, …), as local name →
+/// tensor key. Modules of an algorithm with no LoRA form (full `diff`, norms, (IA)³, OFT,
+/// GLoRA) are reported like unknown keys, with the reason.
+fn lycoris_modules(
+    file: &SafetensorsFile,
+    modules: &mut BTreeMap<String, KohyaParts>,
+    unknown: &mut Vec<String>,
+    opts: ReadOptions,
+    warnings: &mut Vec<String>,
+) -> Result<BTreeMap<String, BTreeMap<&'static str, String>>> {
+    let mut lyco: BTreeMap<String, BTreeMap<&'static str, String>> = BTreeMap::new();
+    unknown.retain(|key| match lycoris::split_key(key) {
+        Some((module, local)) if !module.contains('.') => {
+            lyco.entry(module.to_string())
+                .or_default()
+                .insert(local, key.clone());
+            false
+        }
+        _ => true,
+    });
+    for (name, keys) in lyco.iter_mut() {
+        if let Some(parts) = modules.remove(name) {
+            let plain = [
+                ("lora_down", parts.down),
+                ("lora_up", parts.up),
+                ("alpha", parts.alpha),
+            ];
+            for (local, key) in plain {
+                if let Some(k) = key {
+                    keys.insert(local, k);
+                }
+            }
+        }
+    }
+    let mut refused = Vec::new();
+    let mut reasons = Vec::new();
+    lyco.retain(|name, keys| {
+        let tensors: lycoris::ModuleTensors = keys
+            .iter()
+            .filter_map(|(&l, k)| file.tensor(k).ok().map(|t| (l, t)))
+            .collect();
+        match lycoris::classify(name, &tensors) {
+            Ok(alg) if !lycoris::convertible(alg) => {
+                refused.extend(keys.values().cloned());
+                if reasons.len() < 3 {
+                    reasons.push(format!("{name}: {}", lycoris::refusal(alg)));
+                }
+                false
+            }
+            _ => true,
+        }
+    });
+    if !refused.is_empty() {
+        report_unknown(
+            file.path(),
+            &refused,
+            &format!("LyCORIS ({})", reasons.join("; ")),
+            opts,
+            warnings,
+        )?;
+    }
+    Ok(lyco)
 }
 
 /// kohya stores 1x1 convs as 4-D and linears as 2-D; some tools write a linear's factors as
@@ -349,7 +422,7 @@ pub fn family_for(adapter: &Adapter) -> Result<&'static str> {
             return Ok(fam);
         }
     }
-    super::detect::guess_sd_family(adapter).ok_or_else(|| {
+    super::family::guess_sd_family(adapter).ok_or_else(|| {
         let example = adapter
             .layers
             .keys()
@@ -368,8 +441,11 @@ pub fn family_for(adapter: &Adapter) -> Result<&'static str> {
 fn build_metadata(adapter: &Adapter, family: &str) -> IndexMap<String, String> {
     let mut md: IndexMap<String, String> = IndexMap::new();
     if adapter.meta.source_format == Some(Format::Kohya) {
+        // layers converted from LyCORIS are plain LoRA now: the network keys are recomputed
+        let converted = !adapter.meta.lycoris.is_empty();
         for (k, v) in &adapter.meta.source_metadata {
-            if !k.starts_with("sshs_") {
+            let network_key = k.starts_with("ss_network_");
+            if !(k.starts_with("sshs_") || converted && network_key) {
                 md.insert(k.clone(), v.clone());
             }
         }

@@ -6,37 +6,26 @@
 //! `alpha / rank`: readers fold rsLoRA and per-module patterns into each layer's alpha, so
 //! nothing downstream knows which format an adapter came from.
 
-pub mod detect;
+pub mod codec;
 pub mod diffusers;
+pub mod family;
+mod format;
+pub mod fused;
 pub mod gguf;
 pub mod kohya;
 pub mod kohya_hash;
+pub mod lycoris;
 pub mod peft;
 pub mod peft_config;
+pub mod summary;
+
+pub use crate::formats::LayerKind;
+pub use format::Format;
 
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 use indexmap::IndexMap;
 use std::collections::BTreeMap;
-use std::fmt;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LayerKind {
-    Linear,
-    Conv,
-    Embedding,
-}
-
-impl fmt::Display for LayerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LayerKind::Linear => "linear",
-            LayerKind::Conv => "conv",
-            LayerKind::Embedding => "embedding",
-        })
-    }
-}
 
 /// One low-rank update `ΔW = (alpha / r) · up · down`.
 ///
@@ -177,37 +166,6 @@ impl LoraLayer {
     }
 }
 
-/// The on-disk formats loratool knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// PEFT adapter directory (`adapter_config.json` + `adapter_model.safetensors`).
-    Peft,
-    /// diffusers pipeline LoRA (`pytorch_lora_weights.safetensors`, `unet.`/`text_encoder.` keys).
-    Diffusers,
-    /// kohya sd-scripts LoRA (`lora_unet_...`, `.lora_down.weight`, `.alpha`).
-    Kohya,
-    /// llama.cpp LoRA adapter (`.gguf`, `blk.N.attn_q.weight.lora_a`).
-    Gguf,
-}
-
-impl Format {
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Peft => "peft",
-            Format::Diffusers => "diffusers",
-            Format::Kohya => "kohya",
-            Format::Gguf => "gguf",
-        }
-    }
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 #[derive(Clone, Debug, Default)]
 pub struct AdapterMeta {
     /// Model family when known: `sd15`, `sdxl`, or a transformers `model_type` guess.
@@ -222,6 +180,9 @@ pub struct AdapterMeta {
     pub source_metadata: IndexMap<String, String>,
     /// Things a reader skipped or changed, for the CLI to print.
     pub warnings: Vec<String>,
+    /// Layers converted from LyCORIS modules: canonical path → how (algorithm, factor ranks,
+    /// exact rank, truncation, scale rule).
+    pub lycoris: BTreeMap<String, lycoris::Origin>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -254,11 +215,16 @@ impl Adapter {
     }
 }
 
-/// What readers may do with content they cannot represent.
+/// What readers may do with content they cannot represent, and what the reading is for.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReadOptions {
     /// Warn about unknown keys instead of failing.
     pub skip_unknown: bool,
+    /// The adapter is read to be described, not computed with: a reader may then skip work
+    /// that changes values but not shapes, ranks, alphas or dtypes, and that needs more than
+    /// the file (a llama-arch GGUF adapter's q/k rows stay RoPE-permuted, so no base model is
+    /// needed). Such an adapter must not be written or used in an op.
+    pub layout_only: bool,
 }
 
 /// Fail, or warn, about keys a reader cannot represent; never drop them silently.
@@ -272,23 +238,15 @@ pub(crate) fn report_unknown(
     if unknown.is_empty() {
         return Ok(());
     }
-    let shown: Vec<&str> = unknown.iter().take(12).map(|s| s.as_str()).collect();
-    let more = if unknown.len() > shown.len() {
-        format!(" (and {} more)", unknown.len() - shown.len())
-    } else {
-        String::new()
+    let err = Error::UnknownKeys {
+        path: path.to_path_buf(),
+        what: what.to_string(),
+        keys: unknown.to_vec(),
     };
-    let list = format!("{}{}", shown.join(", "), more);
     if opts.skip_unknown {
-        warnings.push(format!("skipped {} {what} key(s): {list}", unknown.len()));
+        warnings.push(format!("skipped {err}"));
         Ok(())
     } else {
-        Err(Error::unsupported(
-            path,
-            format!(
-                "{} {what} key(s) loratool cannot represent: {list}. Pass --skip-unknown to drop them with a warning.",
-                unknown.len()
-            ),
-        ))
+        Err(err)
     }
 }

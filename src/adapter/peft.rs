@@ -5,7 +5,9 @@
 //! writing emits full-path `target_modules` and anchored per-module patterns, so PEFT
 //! recreates exactly the layers that were written, at exactly their scales.
 
-use super::peft_config::{alpha_json, plan_rank_alpha, PeftConfig, CONFIG_FILE};
+use super::lycoris;
+pub use super::peft_config::CONFIG_FILE;
+use super::peft_config::{alpha_json, plan_rank_alpha, PeftConfig, PeftType};
 use super::{report_unknown, Adapter, AdapterMeta, Format, LayerKind, LoraLayer, ReadOptions};
 use crate::error::{Error, Result};
 use crate::io::atomic::write_bytes_atomic;
@@ -221,11 +223,20 @@ pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
     let mut names = BTreeSet::new();
     let mut unknown = Vec::new();
     let mut base_layers = Vec::new();
+    let mut lyco: BTreeMap<String, lycoris::ModuleTensors> = BTreeMap::new();
     for key in file.tensors().keys() {
         let stripped = key
             .strip_prefix(PREFIX)
             .or_else(|| key.strip_prefix("base_model."))
             .unwrap_or(key);
+        if config.peft_type != PeftType::Lora {
+            if let Some((module, local)) = lycoris::split_key(stripped) {
+                lyco.entry(module.to_string())
+                    .or_default()
+                    .insert(local, file.tensor(key)?);
+                continue;
+            }
+        }
         if let Some(k) = parse_lora_key(stripped) {
             if k.part == Part::Alpha {
                 unknown.push(key.clone());
@@ -298,10 +309,24 @@ pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
         })?;
         layers.insert(module, layer);
     }
+    // PEFT LoHa/LoKr: scale alpha/r from the config, converted exactly to LoRA
+    for (module, tensors) in lyco {
+        let opts = lycoris::Options {
+            convention: lycoris::Convention::Peft {
+                alpha: config.alpha_for(&module),
+                rank: config.rank_for(&module).0,
+            },
+            ..lycoris::Options::lycoris()
+        };
+        let c = lycoris::convert(&module, &tensors, &opts)
+            .map_err(|e| Error::unsupported(&weights_path, e.to_string()))?;
+        layers.insert(module.clone(), c.layer);
+        meta.lycoris.insert(module, c.origin);
+    }
     if layers.is_empty() {
         return Err(Error::malformed(&weights_path, "no LoRA tensors found"));
     }
-    meta.family = super::detect::guess_family(layers.keys().map(|s| s.as_str()));
+    meta.family = super::family::guess_family(layers.keys().map(|s| s.as_str()));
     Ok(Adapter { layers, full, meta })
 }
 

@@ -13,8 +13,18 @@ use std::path::Path;
 
 pub const CONFIG_FILE: &str = "adapter_config.json";
 
+/// The PEFT tuner types loratool reads: LoRA, and LoHa/LoKr (converted through
+/// `adapter::lycoris`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeftType {
+    Lora,
+    Loha,
+    Lokr,
+}
+
 #[derive(Debug, Clone)]
 pub struct PeftConfig {
+    pub peft_type: PeftType,
     pub r: usize,
     pub lora_alpha: f64,
     pub use_rslora: bool,
@@ -49,16 +59,24 @@ impl PeftConfig {
         let obj = json
             .as_object()
             .ok_or_else(|| bad("config is not a JSON object".into()))?;
-        match obj.get("peft_type").and_then(|v| v.as_str()) {
-            Some(t) if t.eq_ignore_ascii_case("lora") => {}
+        let peft_type = match obj.get("peft_type").and_then(|v| v.as_str()) {
+            Some(t) if t.eq_ignore_ascii_case("lora") => PeftType::Lora,
+            Some(t) if t.eq_ignore_ascii_case("loha") => PeftType::Loha,
+            Some(t) if t.eq_ignore_ascii_case("lokr") => PeftType::Lokr,
             Some(t) => {
                 return Err(Error::unsupported(
                     path,
-                    format!("peft_type is {t}; loratool reads LoRA adapters only"),
+                    format!("peft_type is {t}; loratool reads LoRA, LoHa and LoKr adapters only"),
                 ))
             }
             None => return Err(bad("no \"peft_type\": not a PEFT adapter config".into())),
-        }
+        };
+        // LoHa/LoKr configs call their alpha "alpha" (LoRA: "lora_alpha"); both default to 8
+        let alpha_key = if peft_type == PeftType::Lora {
+            "lora_alpha"
+        } else {
+            "alpha"
+        };
         let num = |key: &str, default: f64| -> Result<f64> {
             match obj.get(key) {
                 None | Some(Value::Null) => Ok(default),
@@ -106,8 +124,9 @@ impl PeftConfig {
             _ => Vec::new(),
         };
         Ok(PeftConfig {
+            peft_type,
             r: r as usize,
-            lora_alpha: num("lora_alpha", 8.0)?,
+            lora_alpha: num(alpha_key, 8.0)?,
             use_rslora: flag("use_rslora"),
             use_dora: flag("use_dora"),
             fan_in_fan_out: flag("fan_in_fan_out"),

@@ -1,27 +1,16 @@
-//! `loratool extract`: a LoRA from the difference between a fine-tune and its base.
+//! `loratool extract`: arguments and rendering; the work is `app::extract`.
 
-use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
-use std::path::PathBuf;
-
-use super::adapter_io::{save_output, write_output, GgufTarget, SaveOp};
-use super::convert::{parse_dtype, parse_format};
-use super::progress::bytes_bar;
-use super::resize::{rank_rule, Method};
+use super::args::{float_dtype, named, JsonArg, SaveArgs};
+use super::fmt::{column_width, human_bytes};
+use super::resize::RankArgs;
 use crate::adapter::Format;
-use crate::ops::extract::{extract, EmbeddingMode, ExtractOptions};
-use crate::ops::model_layout::{LayoutKind, ModelLayout};
+use crate::app::extract::{ExtractOutcome, ExtractRequest};
+use crate::app::Session;
+use crate::ops::extract::{EmbeddingMode, ExtractOptions};
 use crate::tensor::DType;
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Embeddings {
-    /// An embedding LoRA (and lm_head as a linear LoRA).
-    Lora,
-    /// The full tuned tensors, as PEFT modules_to_save.
-    Full,
-    /// Leave them out.
-    Skip,
-}
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct ExtractArgs {
@@ -33,15 +22,8 @@ pub struct ExtractArgs {
     /// by their canonical names).
     #[arg(long)]
     pub tuned: PathBuf,
-    /// Rank of every module; with --method, the largest rank allowed.
-    #[arg(long)]
-    pub rank: usize,
-    /// Choose each module's rank from its singular values.
-    #[arg(long, value_enum, requires = "param")]
-    pub method: Option<Method>,
-    /// The --method threshold.
-    #[arg(long, requires = "method")]
-    pub param: Option<f64>,
+    #[command(flatten)]
+    pub rank: RankArgs,
     /// Skip weights whose largest absolute change is at most this.
     #[arg(long, default_value_t = 1e-6)]
     pub min_diff: f64,
@@ -49,93 +31,57 @@ pub struct ExtractArgs {
     #[arg(long)]
     pub exact: bool,
     /// What to do with token embeddings and lm_head.
-    #[arg(long, value_enum, default_value = "lora")]
-    pub embeddings: Embeddings,
+    #[arg(long, value_parser = named::<EmbeddingMode>(), default_value = "lora")]
+    pub embeddings: EmbeddingMode,
     /// Output adapter.
     #[arg(short, long)]
     pub output: PathBuf,
     /// Output format. Default: peft for a Hugging Face model, diffusers for a diffusers pipeline,
     /// kohya for a single-file SD checkpoint.
-    #[arg(long, value_parser = parse_format)]
+    #[arg(long, value_parser = named::<Format>())]
     pub to: Option<Format>,
     /// Factor dtype (default f32).
-    #[arg(long, value_parser = parse_dtype)]
+    #[arg(long, value_parser = float_dtype)]
     pub dtype: Option<DType>,
     /// Seed of the randomized SVD.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
     /// Also add the output to the adapter store as name:tag, with its lineage (the two model
     /// paths and the settings; models are not store inputs, so no input digests).
-    #[arg(long, value_name = "NAME:TAG")]
-    pub save: Option<String>,
+    #[command(flatten)]
+    pub save: SaveArgs,
 }
 
-pub fn run(args: ExtractArgs) -> Result<()> {
-    let rule = rank_rule(args.method, args.param)?;
-    if !(args.min_diff.is_finite() && args.min_diff >= 0.0) {
-        bail!("--min-diff must be a non-negative number");
-    }
-    let base = ModelLayout::open(&args.base)
-        .with_context(|| format!("reading the base model {}", args.base.display()))?;
-    let tuned = ModelLayout::open(&args.tuned)
-        .with_context(|| format!("reading the fine-tuned model {}", args.tuned.display()))?;
-    let to = args.to.unwrap_or(match base.kind {
-        LayoutKind::Pipeline if base.family.is_some() => Format::Diffusers,
-        LayoutKind::Checkpoint(_) => Format::Kohya,
-        _ => Format::Peft,
-    });
-    let opts = ExtractOptions {
-        rank: args.rank,
-        rule,
-        min_diff: args.min_diff,
-        exact: args.exact,
-        embeddings: match args.embeddings {
-            Embeddings::Lora => EmbeddingMode::Lora,
-            Embeddings::Full => EmbeddingMode::Full,
-            Embeddings::Skip => EmbeddingMode::Skip,
+pub fn run(session: &Session<'_>, args: ExtractArgs) -> Result<()> {
+    let outcome = session.extract(&ExtractRequest {
+        options: ExtractOptions {
+            rank: args.rank.rank,
+            rule: args.rank.rule()?,
+            min_diff: args.min_diff,
+            exact: args.exact,
+            embeddings: args.embeddings,
+            dtype: args.dtype.unwrap_or(DType::F32),
+            seed: args.seed,
         },
-        dtype: args.dtype.unwrap_or(DType::F32),
-        seed: args.seed,
-    };
-    let bar = bytes_bar(tuned.primary_bytes(), "extracting");
-    let progress = |n: u64| bar.inc(n);
-    let result = extract(&base, &tuned, &opts, &progress);
-    bar.finish_and_clear();
-    let (adapter, report) = result.context("extracting")?;
-    let written = write_output(&adapter, to, &args.output, GgufTarget::default())?;
-    save_output(
-        args.save.as_deref(),
-        &args.output,
-        Some(to),
-        SaveOp {
-            operation: "extract",
-            summary: format!(
-                "extract(rank {}{}, from {} − {})",
-                args.rank,
-                if args.exact { ", exact" } else { "" },
-                args.tuned.display(),
-                args.base.display()
-            ),
-            parameters: vec![
-                ("base", args.base.display().to_string().into()),
-                ("tuned", args.tuned.display().to_string().into()),
-                ("rank", args.rank.into()),
-                ("param", args.param.into()),
-                ("exact", args.exact.into()),
-                ("min_diff", args.min_diff.into()),
-                ("seed", args.seed.into()),
-            ],
-            inputs: &[],
-        },
-    )?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        base: args.base,
+        tuned: args.tuned,
+        output: args.output.clone(),
+        to: args.to,
+        save: args.save.reference()?,
+    })?;
+    super::print_saved(outcome.saved.as_ref());
+    if args.json.json {
+        return super::print_json(&outcome);
     }
-    let width = super::fmt::column_width(report.modules.iter().map(|m| m.path.as_str()), 6);
+    print_report(&outcome, &args.output);
+    Ok(())
+}
+
+fn print_report(outcome: &ExtractOutcome, output: &std::path::Path) {
+    let report = &outcome.report;
+    let width = column_width(report.modules.iter().map(|m| m.path.as_str()), 6);
     println!("{:<width$}  {:>4}  {:>9}", "module", "rank", "fro kept");
     for m in &report.modules {
         println!(
@@ -145,22 +91,14 @@ pub fn run(args: ExtractArgs) -> Result<()> {
             m.fro_retained * 100.0
         );
     }
-    if !report.changed_not_lora.is_empty() {
-        eprintln!(
-            "warning: {} changed tensors cannot be carried by a LoRA and were left out: {}",
-            report.changed_not_lora.len(),
-            report.changed_not_lora.join(", ")
-        );
-    }
     println!(
         "extracted {} modules ({} full tensors, {} unchanged skipped), overall relative error {:.2e}; wrote {} ({}, {})",
         report.modules.len(),
         report.full.len(),
         report.unchanged,
         report.overall_rel_error,
-        args.output.display(),
-        to,
-        super::fmt::human_bytes(written.bytes)
+        output.display(),
+        outcome.format,
+        human_bytes(outcome.bytes)
     );
-    Ok(())
 }

@@ -1,19 +1,28 @@
-//! The `loratool` command line: argument parsing, exit codes, progress and output.
-//! Exit codes: 0 success, 1 runtime error, 2 usage error.
+//! The `loratool` command line: parses arguments into `app` requests, calls `app`, renders
+//! outcomes as text or JSON, draws progress, and maps errors to exit codes (0 success,
+//! 1 runtime error, 2 usage error) with the flag that fixes them. It holds no logic a
+//! library user would need.
+//!
+//! One file per command group: `info`, `convert`, `resize` (with the rank arguments extract
+//! shares), `merge`, `quantize`, `bake`, `extract`, `registry` (add, list, show, tag, rm, gc,
+//! verify, export), `push`, `pull`; `args` holds shared argument groups and value parsers, `progress` the
+//! terminal observer, `fmt` number formatting.
 
-mod adapter_io;
+mod args;
 mod bake;
 mod convert;
 mod extract;
 mod fmt;
 mod info;
-mod info_gguf;
 mod merge;
 mod progress;
+mod pull;
+mod push;
 mod quantize;
 mod registry;
 mod resize;
 
+use crate::app::{AppError, Saved, Session};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 
@@ -21,7 +30,7 @@ use std::io::Write;
 #[command(
     name = "loratool",
     version,
-    about = "Inspect, convert and transform LoRA adapters (PEFT, diffusers, kohya) exactly and fast",
+    about = "Inspect, convert, resize, merge, bake, extract and quantize LoRA adapters (PEFT, diffusers, kohya, llama.cpp GGUF) exactly and fast",
     after_help = "Exit codes: 0 success, 1 error while running, 2 bad command line."
 )]
 struct Cli {
@@ -33,7 +42,7 @@ struct Cli {
 enum Command {
     /// Describe an adapter or a base model from its header (instant on multi-GB files).
     Info(info::InfoArgs),
-    /// Convert an adapter between PEFT, diffusers and kohya formats.
+    /// Convert an adapter between the PEFT, diffusers, kohya and llama.cpp GGUF formats.
     Convert(convert::ConvertArgs),
     /// Lower an adapter's rank per module (fixed, or chosen from singular values).
     Resize(resize::ResizeArgs),
@@ -41,7 +50,8 @@ enum Command {
     Merge(merge::MergeArgs),
     /// Re-encode a GGUF model or adapter to one ggml type (bit-exact with ggml's quantizers).
     Quantize(quantize::QuantizeArgs),
-    /// Add adapters into a GGUF base model's weights (quantized bases stay quantized).
+    /// Add adapters into a base model's weights: a GGUF model (quantized bases stay quantized),
+    /// a Hugging Face model directory, a diffusers pipeline or a single-file SD checkpoint.
     Bake(bake::BakeArgs),
     /// Extract a LoRA from the difference between a fine-tuned model and its base.
     Extract(extract::ExtractArgs),
@@ -61,6 +71,10 @@ enum Command {
     Verify(registry::VerifyArgs),
     /// Copy a stored adapter's files out, or convert it.
     Export(registry::ExportArgs),
+    /// Upload an adapter to the Hugging Face Hub (hf://) or an OCI registry (oci://).
+    Push(push::PushArgs),
+    /// Download an adapter from the Hugging Face Hub (hf://) or an OCI registry (oci://).
+    Pull(pull::PullArgs),
 }
 
 /// Parse the command line, run the command, and return the process exit code.
@@ -73,42 +87,91 @@ pub fn run() -> i32 {
             return code;
         }
     };
-    // loratool parallelises over modules, rows and tensors with rayon; faer's own threads inside
-    // each small per-module kernel would only oversubscribe the same cores
-    faer::set_global_parallelism(faer::Par::Seq);
+    let terminal = progress::Terminal;
+    let session = Session::new().with_observer(&terminal);
     let result = match cli.command {
-        Command::Info(a) => info::run(a),
-        Command::Convert(a) => convert::run(a),
-        Command::Resize(a) => resize::run(a),
-        Command::Merge(a) => merge::run(a),
-        Command::Quantize(a) => quantize::run(a),
-        Command::Bake(a) => bake::run(a),
-        Command::Extract(a) => extract::run(a),
-        Command::Add(a) => registry::add(a),
-        Command::List(a) => registry::list(a),
-        Command::Show(a) => registry::show(a),
-        Command::Tag(a) => registry::tag(a),
-        Command::Rm(a) => registry::rm(a),
-        Command::Gc(a) => registry::gc(a),
-        Command::Verify(a) => registry::verify(a),
-        Command::Export(a) => registry::export(a),
+        Command::Info(a) => info::run(&session, a),
+        Command::Convert(a) => convert::run(&session, a),
+        Command::Resize(a) => resize::run(&session, a),
+        Command::Merge(a) => merge::run(&session, a),
+        Command::Quantize(a) => quantize::run(&session, a),
+        Command::Bake(a) => bake::run(&session, a),
+        Command::Extract(a) => extract::run(&session, a),
+        Command::Add(a) => registry::add(&session, a),
+        Command::List(a) => registry::list(&session, a),
+        Command::Show(a) => registry::show(&session, a),
+        Command::Tag(a) => registry::tag(&session, a),
+        Command::Rm(a) => registry::rm(&session, a),
+        Command::Gc(a) => registry::gc(&session, a),
+        Command::Verify(a) => registry::verify(&session, a),
+        Command::Export(a) => registry::export(&session, a),
+        Command::Push(a) => push::run(&session, a),
+        Command::Pull(a) => pull::run(&session, a),
     };
     match result {
         Ok(()) => 0,
         Err(e) => {
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "error: {e}");
-            for cause in e.chain().skip(1) {
-                let _ = writeln!(err, "  caused by: {cause}");
-            }
+            report_error(&e);
             1
         }
     }
 }
 
-/// Print warnings a reader collected.
-fn print_warnings(warnings: &[String]) {
-    for w in warnings {
-        eprintln!("warning: {w}");
+/// Print an error, its causes, and the flag that fixes it when there is one.
+fn report_error(e: &anyhow::Error) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "error: {}", shown(e.as_ref()));
+    for cause in e.chain().skip(1) {
+        let _ = writeln!(err, "  caused by: {}", shown(cause));
+    }
+    if let Some(hint) = e.chain().find_map(as_app).and_then(hint) {
+        let _ = writeln!(err, "  hint: {hint}");
+    }
+}
+
+/// An error as the command line names things: library option names become flags.
+fn shown(e: &(dyn std::error::Error + 'static)) -> String {
+    match as_app(e) {
+        Some(AppError::Lib(crate::Error::BadOption { option, message })) => {
+            format!("{}: {message}", flag(option))
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// The [`AppError`] an error in a chain is, if it is one (context sources are boxed).
+fn as_app<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a AppError> {
+    e.downcast_ref::<AppError>()
+        .or_else(|| e.downcast_ref::<Box<AppError>>().map(|b| &**b))
+}
+
+fn flag(option: &str) -> String {
+    format!("--{}", option.replace('_', "-"))
+}
+
+/// The command-line fix for an error a library caller would handle in code.
+fn hint(e: &AppError) -> Option<String> {
+    use crate::Error;
+    match e.lib()? {
+        Error::NeedsBase { .. } => Some(
+            "pass --base <config.json|model.gguf> (the base model's config.json, its directory, or its GGUF)"
+                .into(),
+        ),
+        Error::UnknownKeys { .. } => {
+            Some("pass --skip-unknown to drop them with a warning".into())
+        }
+        _ => None,
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// `saved name:tag sha256:...` on stderr (stdout stays the command's own report).
+fn print_saved(saved: Option<&Saved>) {
+    if let Some(s) = saved {
+        eprintln!("saved {} {}", s.reference, s.digest);
     }
 }

@@ -1,26 +1,43 @@
-//! Progress bars on stderr, drawn only when stderr is a terminal.
+//! The terminal observer: warnings on stderr, progress bars on stderr (indicatif draws them
+//! only when stderr is a terminal).
 
+use crate::app::{Observer, Progress, Unit};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// A byte-count bar for writing `total` bytes.
-pub fn bytes_bar(total: u64, message: &str) -> ProgressBar {
-    let bar = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
+pub struct Terminal;
+
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
     }
-    bar.set_message(message.to_string());
-    bar
+    fn rewind(&self, n: u64) {
+        self.0.set_position(self.0.position().saturating_sub(n));
+    }
 }
 
-/// A bar counting modules processed.
-pub fn modules_bar(total: usize, message: &str) -> ProgressBar {
-    let bar = ProgressBar::new(total as u64);
-    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} modules ({eta})")
-    {
-        bar.set_style(style.progress_chars("=> "));
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
     }
-    bar.set_message(message.to_string());
-    bar
+}
+
+impl Observer for Terminal {
+    fn warn(&self, message: &str) {
+        eprintln!("warning: {message}");
+    }
+
+    fn progress(&self, label: &str, total: u64, unit: Unit) -> Box<dyn Progress + '_> {
+        let bar = ProgressBar::new(total);
+        let template = match unit {
+            Unit::Bytes => "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+            Unit::Modules => "{msg} [{bar:40}] {pos}/{len} modules ({eta})",
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(label.to_string());
+        Box::new(Bar(bar))
+    }
 }

@@ -1,21 +1,19 @@
-//! `loratool quantize`: re-encode a GGUF model or adapter to one ggml type.
+//! `loratool quantize`: arguments and rendering; the work is `app::quantize`.
 
-use anyhow::{Context, Result};
+use super::args::{JsonArg, SaveArgs};
+use super::fmt::human_bytes;
+use crate::app::quantize::{QuantizeOutcome, QuantizeRequest};
+use crate::app::{InputRef, Session};
+use crate::ops::gguf_quantize::{QuantizeOptions, TensorQuant};
+use crate::quant::QuantType;
+use anyhow::Result;
 use clap::Args;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::adapter_io::{resolve_input, save_output, SaveOp};
-use super::fmt::human_bytes;
-use super::progress::bytes_bar;
-use crate::io::gguf::GgufFile;
-use crate::ops::gguf_quantize::{quantize_gguf, QuantizeOptions, TensorQuant};
-use crate::quant::QuantType;
-
 #[derive(Args)]
 pub struct QuantizeArgs {
-    /// Input GGUF (a llama.cpp model or LoRA adapter).
+    /// Input GGUF (a llama.cpp model or LoRA adapter, or a stored GGUF adapter's name:tag).
     pub input: PathBuf,
     /// Target type: q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, f16, bf16, f32.
     #[arg(long = "type", value_parser = parse_type)]
@@ -26,98 +24,64 @@ pub struct QuantizeArgs {
     /// Re-quantize tensors that are already block-quantized (each pass adds rounding error).
     #[arg(long)]
     pub allow_requantize: bool,
-    /// Print one JSON object (every tensor and the totals) instead of text.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
     /// Also add the output (a GGUF LoRA adapter) to the adapter store as name:tag, with its
     /// lineage.
-    #[arg(long, value_name = "NAME:TAG")]
-    pub save: Option<String>,
+    #[command(flatten)]
+    pub save: SaveArgs,
 }
 
 fn parse_type(s: &str) -> Result<QuantType, String> {
     s.parse::<QuantType>().map_err(|e| e.to_string())
 }
 
-#[derive(Serialize)]
-struct Report<'a> {
-    input: String,
-    output: String,
-    target: &'static str,
-    bytes_before: u64,
-    bytes_after: u64,
-    tensors: &'a [TensorQuant],
+pub fn run(session: &Session<'_>, args: QuantizeArgs) -> Result<()> {
+    let outcome = session.quantize(&QuantizeRequest {
+        input: InputRef::from_path(&args.input)?,
+        options: QuantizeOptions {
+            target: args.ty,
+            allow_requantize: args.allow_requantize,
+        },
+        output: args.output,
+        save: args.save.reference()?,
+    })?;
+    super::print_saved(outcome.saved.as_ref());
+    if args.json.json {
+        return super::print_json(&outcome);
+    }
+    print_report(&outcome, args.ty);
+    Ok(())
 }
 
-pub fn run(args: QuantizeArgs) -> Result<()> {
-    let input = resolve_input(&args.input)?;
-    let file =
-        GgufFile::open(&input.path).with_context(|| format!("reading {}", args.input.display()))?;
-    let total: u64 = file.tensors.values().map(|t| t.byte_len).sum();
-    let bar = bytes_bar(total, "quantizing");
-    let progress = |n: u64| bar.inc(n);
-    let opts = QuantizeOptions {
-        target: args.ty,
-        allow_requantize: args.allow_requantize,
-    };
-    let result = quantize_gguf(&file, &args.output, opts, &progress);
-    bar.finish_and_clear();
-    let tensors = result.with_context(|| format!("quantizing {}", args.input.display()))?;
-    save_output(
-        args.save.as_deref(),
-        &args.output,
-        Some(crate::adapter::Format::Gguf),
-        SaveOp {
-            operation: "quantize",
-            summary: format!("quantize({})", args.ty.name()),
-            parameters: vec![
-                ("type", args.ty.name().into()),
-                ("allow_requantize", args.allow_requantize.into()),
-            ],
-            inputs: std::slice::from_ref(&input.source),
-        },
-    )?;
-    let before = std::fs::metadata(&input.path).map_or(0, |m| m.len());
-    let after = std::fs::metadata(&args.output).map_or(0, |m| m.len());
-    if args.json {
-        let r = Report {
-            input: args.input.display().to_string(),
-            output: args.output.display().to_string(),
-            target: args.ty.name(),
-            bytes_before: before,
-            bytes_after: after,
-            tensors: &tensors,
-        };
-        println!("{}", serde_json::to_string_pretty(&r)?);
-        return Ok(());
-    }
+fn print_report(o: &QuantizeOutcome, target: QuantType) {
     let mut by_change: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-    for t in &tensors {
+    for t in &o.tensors {
         *by_change.entry((t.from, t.to)).or_default() += 1;
     }
     for ((from, to), n) in &by_change {
-        let verb = if from == to { "kept" } else { "→" };
         if from == to {
-            println!("  {n:>5} tensors {verb} {from}");
+            println!("  {n:>5} tensors kept {from}");
         } else {
-            println!("  {n:>5} tensors {from} {verb} {to}");
+            println!("  {n:>5} tensors {from} → {to}");
         }
     }
-    let fallbacks: Vec<&TensorQuant> = tensors.iter().filter(|t| t.note.is_some()).collect();
+    let fallbacks: Vec<&TensorQuant> = o.tensors.iter().filter(|t| t.note.is_some()).collect();
     if let Some(first) = fallbacks.first() {
         println!(
             "  {} tensors not at {} (e.g. {}: {}, stored as {})",
             fallbacks.len(),
-            args.ty,
+            target,
             first.name,
             first.note.as_deref().unwrap_or_default(),
             first.to
         );
     }
+    let (before, after) = (o.bytes_before, o.bytes_after);
     println!(
         "quantized {} to {}: {} → {} ({:.1}%), wrote {}",
-        args.input.display(),
-        args.ty,
+        o.input,
+        target,
         human_bytes(before),
         human_bytes(after),
         if before > 0 {
@@ -125,7 +89,6 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         } else {
             0.0
         },
-        args.output.display()
+        o.output
     );
-    Ok(())
 }

@@ -1,24 +1,20 @@
 //! The registry commands: `add`, `list`, `show`, `tag`, `rm`, `gc`, `verify`, `export`.
-//! Printing and argument handling only; the store logic is `crate::registry`.
+//! Arguments and rendering; the store is `crate::registry`, what to record and the lineage
+//! tree are `app::store`.
 
-use anyhow::{bail, Context, Result};
+use super::args::{named, storage_type, BaseArg, JsonArg};
+use super::fmt::{column_width, group_digits, human_bytes, trim_float};
+use crate::adapter::Format;
+use crate::app::input::load_base;
+use crate::app::store::{lineage_tree, ExportAs, LineageNode, ListFilter};
+use crate::app::Session;
+use crate::quant::QuantType;
+use crate::registry::manifest::{AdapterInfo, ModelConfig};
+use crate::registry::{Digest, Reference};
+use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::json;
 use std::path::PathBuf;
-
-use super::adapter_io::{load_base, read_resolved, resolve_reference, write_output, GgufTarget};
-use super::convert::{parse_format, parse_storage};
-use super::fmt::human_bytes;
-use crate::adapter::Format;
-use crate::quant::QuantType;
-use crate::registry::manifest::ModelConfig;
-use crate::registry::{Digest, Reference, Store};
-
-/// Open the default store (`LORATOOL_HOME`, else the XDG data directory).
-pub fn open_store() -> Result<Store> {
-    let root = Store::default_root()?;
-    Store::open(&root).with_context(|| format!("opening the adapter store {}", root.display()))
-}
 
 /// A reference given on the command line; a bare name means `name:latest`.
 fn parse_ref(s: &str) -> Result<Reference> {
@@ -27,36 +23,33 @@ fn parse_ref(s: &str) -> Result<Reference> {
 
 #[derive(Args)]
 pub struct AddArgs {
-    /// The adapter: PEFT directory, diffusers or kohya .safetensors, llama.cpp .gguf.
+    /// The adapter: PEFT directory, diffusers or kohya .safetensors, llama.cpp .gguf adapter.
+    /// Its files are stored as they are.
     pub path: PathBuf,
     /// The name to store it under: namespace/name:tag (tag defaults to latest).
     #[arg(long)]
     pub name: String,
     /// Read the input as this format instead of detecting it.
-    #[arg(long, value_parser = parse_format)]
+    #[arg(long, value_parser = named::<Format>())]
     pub from: Option<Format>,
 }
 
-pub fn add(args: AddArgs) -> Result<()> {
+pub fn add(session: &Session<'_>, args: AddArgs) -> Result<()> {
     let reference = parse_ref(&args.name)?;
-    let store = open_store()?;
-    let digest = store
-        .add_path(&args.path, &reference, args.from, None)
-        .with_context(|| format!("adding {} as {reference}", args.path.display()))?;
+    let digest = session.add(&args.path, &reference, args.from)?;
     println!("added {reference} {digest}");
     Ok(())
 }
 
 #[derive(Args)]
 pub struct ListArgs {
-    /// Print a JSON array instead of the table.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
     /// Only adapters whose base model contains this text.
     #[arg(long)]
     pub base: Option<String>,
     /// Only adapters of this format.
-    #[arg(long, value_parser = parse_format)]
+    #[arg(long, value_parser = named::<Format>())]
     pub format: Option<Format>,
     /// Only references containing this text.
     #[arg(long)]
@@ -85,40 +78,30 @@ fn entry_json(
         "parameters": info.map(|i| i.parameters),
         "created": info.map(|i| i.created.clone()),
         "lineage": info.and_then(|i| i.lineage.clone()),
+        "summary": info.and_then(|i| i.summary.clone()),
     })
 }
 
-pub fn list(args: ListArgs) -> Result<()> {
-    let store = open_store()?;
-    let entries = store.entries()?;
-    let shown: Vec<_> = entries
-        .iter()
-        .filter(|e| args.name.as_deref().is_none_or(|n| e.reference.contains(n)))
-        .filter(|e| {
-            args.format.is_none_or(|f| {
-                e.config
-                    .as_ref()
-                    .is_some_and(|c| c.loratool.format == f.name())
-            })
-        })
-        .filter(|e| {
-            args.base.as_deref().is_none_or(|b| {
-                e.config
-                    .as_ref()
-                    .and_then(|c| c.loratool.base_model.as_deref())
-                    .is_some_and(|m| m.contains(b))
-            })
-        })
+pub fn list(session: &Session<'_>, args: ListArgs) -> Result<()> {
+    let store = session.store()?;
+    let filter = ListFilter {
+        base: args.base,
+        format: args.format,
+        name: args.name,
+    };
+    let shown: Vec<_> = store
+        .entries()?
+        .into_iter()
+        .filter(|e| filter.accepts(e))
         .collect();
-    if args.json {
+    if args.json.json {
         let v: Vec<_> = shown
             .iter()
             .map(|e| entry_json(&e.reference, &e.digest, e.size(), e.config.as_ref()))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        return super::print_json(&v);
     }
-    let width = super::fmt::column_width(shown.iter().map(|e| e.reference.as_str()), 9);
+    let width = column_width(shown.iter().map(|e| e.reference.as_str()), 9);
     println!(
         "{:<width$}  {:<12}  {:<9}  {:<8}  {:>9}  BASE MODEL",
         "REFERENCE", "DIGEST", "FORMAT", "RANKS", "SIZE"
@@ -127,11 +110,10 @@ pub fn list(args: ListArgs) -> Result<()> {
         let info = e.config.as_ref().map(|c| &c.loratool);
         let ranks = info
             .map(|i| {
-                i.ranks
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
+                join(
+                    &i.ranks.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                    ",",
+                )
             })
             .unwrap_or_else(|| "?".into());
         println!(
@@ -147,21 +129,29 @@ pub fn list(args: ListArgs) -> Result<()> {
     Ok(())
 }
 
+fn join(v: &[String], sep: &str) -> String {
+    if v.is_empty() {
+        "-".to_string()
+    } else {
+        v.join(sep)
+    }
+}
+
 #[derive(Args)]
 pub struct ShowArgs {
     /// name:tag or name@sha256:<digest>.
     pub reference: String,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
 }
 
-pub fn show(args: ShowArgs) -> Result<()> {
+pub fn show(session: &Session<'_>, args: ShowArgs) -> Result<()> {
     let reference = parse_ref(&args.reference)?;
-    let store = open_store()?;
+    let store = session.store()?;
     let r = store.resolve(&reference)?;
     let size: u64 = r.manifest.layers.iter().map(|l| l.size).sum();
-    if args.json {
+    let tags = store.tags_of(&r.digest)?;
+    if args.json.json {
         let mut v = entry_json(&reference.to_string(), &r.digest, size, Some(&r.config));
         v["files"] = r
             .manifest
@@ -169,81 +159,63 @@ pub fn show(args: ShowArgs) -> Result<()> {
             .iter()
             .map(|(t, d, s)| json!({"name": t, "digest": d.as_str(), "size": s}))
             .collect();
-        v["tags"] = json!(store.tags_of(&r.digest)?);
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        v["tags"] = json!(tags);
+        return super::print_json(&v);
     }
     let i = &r.config.loratool;
-    let join = |v: &[String]| {
-        if v.is_empty() {
-            "-".to_string()
-        } else {
-            v.join(", ")
-        }
-    };
     println!("{reference}");
     println!("  digest      {}", r.digest);
-    println!("  tags        {}", join(&store.tags_of(&r.digest)?));
-    println!("  format      {}", i.format);
-    println!("  family      {}", i.family.as_deref().unwrap_or("-"));
-    println!("  base model  {}", i.base_model.as_deref().unwrap_or("-"));
-    println!(
-        "  ranks       {}",
-        join(&i.ranks.iter().map(|r| r.to_string()).collect::<Vec<_>>())
-    );
-    println!(
-        "  alphas      {}",
-        join(
-            &i.alphas
-                .iter()
-                .map(|a| super::fmt::trim_float(*a))
-                .collect::<Vec<_>>()
-        )
-    );
-    println!("  modules     {} ({})", i.modules, join(&i.target_modules));
-    println!("  dtypes      {}", join(&i.dtypes));
-    println!("  parameters  {}", super::fmt::group_digits(i.parameters));
+    println!("  tags        {}", join(&tags, ", "));
+    match &i.summary {
+        Some(s) => super::info::print_summary(s, Some(size)),
+        None => print_recorded(i),
+    }
     println!("  created     {}", i.created);
     println!("  files");
     for (title, digest, s) in r.manifest.files() {
         println!("    {title:<32} {:>9}  {digest}", human_bytes(s));
     }
     println!("  lineage");
-    print_lineage(&store, &r.config, 2, &mut Vec::new());
+    match lineage_tree(&store, &r.config) {
+        Some(node) => print_lineage(&node, 2),
+        None => println!("    (none recorded)"),
+    }
     Ok(())
 }
 
-/// Print an adapter's lineage as a tree, following inputs that are themselves stored
-/// (depth-limited and cycle-checked: configs are store files, hence untrusted).
-fn print_lineage(store: &Store, config: &ModelConfig, depth: usize, seen: &mut Vec<String>) {
+/// The flat record of an adapter stored before summaries were recorded.
+fn print_recorded(i: &AdapterInfo) {
+    println!("  format      {}", i.format);
+    println!("  family      {}", i.family.as_deref().unwrap_or("-"));
+    println!("  base model  {}", i.base_model.as_deref().unwrap_or("-"));
+    let ranks: Vec<String> = i.ranks.iter().map(|r| r.to_string()).collect();
+    println!("  ranks       {}", join(&ranks, ", "));
+    let alphas: Vec<String> = i.alphas.iter().map(|a| trim_float(*a)).collect();
+    println!("  alphas      {}", join(&alphas, ", "));
+    println!(
+        "  modules     {} ({})",
+        i.modules,
+        join(&i.target_modules, ", ")
+    );
+    println!("  dtypes      {}", join(&i.dtypes, ", "));
+    println!("  parameters  {}", group_digits(i.parameters));
+}
+
+fn print_lineage(node: &LineageNode, depth: usize) {
     let pad = "  ".repeat(depth);
-    let Some(l) = &config.loratool.lineage else {
-        println!("{pad}(none recorded)");
-        return;
-    };
-    println!("{pad}{}", l.summary);
-    for input in &l.inputs {
-        let digest = Digest::parse(&input.digest);
-        let tags = digest
-            .as_ref()
-            .and_then(|d| store.tags_of(d).ok())
-            .unwrap_or_default();
-        let named = if input.kind == "manifest" && !tags.is_empty() {
-            format!(" [{}]", tags.join(", "))
-        } else {
+    println!("{pad}{}", node.summary);
+    for input in &node.inputs {
+        let named = if input.tags.is_empty() {
             String::new()
+        } else {
+            format!(" [{}]", input.tags.join(", "))
         };
         println!(
             "{pad}└─ {} {}{named} ({})",
             input.source, input.digest, input.kind
         );
-        if input.kind != "manifest" || depth > 12 || seen.contains(&input.digest) {
-            continue;
-        }
-        if let Some(parent) = digest.and_then(|d| store.load(&d).ok()) {
-            seen.push(input.digest.clone());
-            print_lineage(store, &parent.config, depth + 2, seen);
-            seen.pop();
+        if let Some(parent) = &input.lineage {
+            print_lineage(parent, depth + 2);
         }
     }
 }
@@ -256,11 +228,10 @@ pub struct TagArgs {
     pub new_reference: String,
 }
 
-pub fn tag(args: TagArgs) -> Result<()> {
+pub fn tag(session: &Session<'_>, args: TagArgs) -> Result<()> {
     let src = parse_ref(&args.reference)?;
     let new = parse_ref(&args.new_reference)?;
-    let store = open_store()?;
-    let digest = store.tag(&src, &new)?;
+    let digest = session.store()?.tag(&src, &new)?;
     println!("tagged {new} {digest}");
     Ok(())
 }
@@ -271,10 +242,9 @@ pub struct RmArgs {
     pub reference: String,
 }
 
-pub fn rm(args: RmArgs) -> Result<()> {
+pub fn rm(session: &Session<'_>, args: RmArgs) -> Result<()> {
     let reference = parse_ref(&args.reference)?;
-    let store = open_store()?;
-    for r in store.remove(&reference)? {
+    for r in session.store()?.remove(&reference)? {
         println!("removed {r}");
     }
     println!("(blobs stay until `loratool gc`)");
@@ -288,9 +258,8 @@ pub struct GcArgs {
     pub dry_run: bool,
 }
 
-pub fn gc(args: GcArgs) -> Result<()> {
-    let store = open_store()?;
-    let report = store.gc(args.dry_run)?;
+pub fn gc(session: &Session<'_>, args: GcArgs) -> Result<()> {
+    let report = session.store()?.gc(args.dry_run)?;
     let verb = if args.dry_run {
         "would delete"
     } else {
@@ -311,15 +280,14 @@ pub fn gc(args: GcArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct VerifyArgs {
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
 }
 
-pub fn verify(args: VerifyArgs) -> Result<()> {
-    let store = open_store()?;
+pub fn verify(session: &Session<'_>, args: VerifyArgs) -> Result<()> {
+    let store = session.store()?;
     let report = store.verify()?;
-    if args.json {
+    if args.json.json {
         let v = json!({
             "ok": report.ok(),
             "checked": report.checked,
@@ -327,7 +295,7 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
             "missing": report.missing.iter().map(|(d, w)| json!({"digest": d.as_str(), "needed_by": w})).collect::<Vec<_>>(),
             "problems": report.problems,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        super::print_json(&v)?;
     } else {
         for (d, actual) in &report.corrupt {
             println!("corrupt: {d} (content hashes to {actual})");
@@ -363,46 +331,35 @@ pub struct ExportArgs {
     #[arg(short, long)]
     pub output: PathBuf,
     /// Convert to this format instead of copying the stored files.
-    #[arg(long, value_parser = parse_format)]
+    #[arg(long, value_parser = named::<Format>())]
     pub to: Option<Format>,
-    /// The base model (config.json or GGUF), needed for --to gguf.
-    #[arg(long)]
-    pub base: Option<PathBuf>,
+    #[command(flatten)]
+    pub base: BaseArg,
     /// For --to gguf: f32, f16, bf16 or q8_0.
-    #[arg(long, value_parser = parse_storage)]
+    #[arg(long, value_parser = storage_type)]
     pub dtype: Option<QuantType>,
 }
 
-pub fn export(args: ExportArgs) -> Result<()> {
+pub fn export(session: &Session<'_>, args: ExportArgs) -> Result<()> {
     let reference = parse_ref(&args.reference)?;
-    let Some(to) = args.to else {
-        let store = open_store()?;
-        let r = store.resolve(&reference)?;
-        let written = store
-            .export_files(&r, &args.output)
-            .with_context(|| format!("exporting {reference} to {}", args.output.display()))?;
-        for p in &written {
-            println!("wrote {}", p.display());
+    let base = load_base(args.base.base.as_deref())?;
+    let as_ = args.to.map(|format| ExportAs {
+        format,
+        base: base.as_ref(),
+        quant: args.dtype,
+    });
+    let exported = session.export(&reference, &args.output, as_)?;
+    match (exported.format, exported.tensors, exported.bytes) {
+        (Some(f), Some(t), Some(b)) => println!(
+            "exported {reference} as {f}: {} ({t} tensors, {})",
+            args.output.display(),
+            human_bytes(b)
+        ),
+        _ => {
+            for p in &exported.files {
+                println!("wrote {}", p.display());
+            }
         }
-        return Ok(());
-    };
-    let base = load_base(args.base.as_deref())?;
-    let input = resolve_reference(&reference)?;
-    let adapter = read_resolved(&input, None, false, base.as_ref())?;
-    let report = write_output(
-        &adapter,
-        to,
-        &args.output,
-        GgufTarget {
-            base: base.as_ref(),
-            dtype: if to == Format::Gguf { args.dtype } else { None },
-        },
-    )?;
-    println!(
-        "exported {reference} as {to}: {} ({} tensors, {})",
-        args.output.display(),
-        report.tensors,
-        human_bytes(report.bytes)
-    );
+    }
     Ok(())
 }

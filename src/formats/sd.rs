@@ -3,7 +3,7 @@
 //! shape and single-file checkpoint name. kohya names are lossy (`.` became `_`), so they
 //! are resolved only through these tables, never by string surgery.
 
-use crate::adapter::LayerKind;
+use super::LayerKind;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 

@@ -106,6 +106,9 @@ impl TempFile {
     pub fn file(&self) -> &File {
         self.file.as_file()
     }
+    pub fn file_mut(&mut self) -> &mut File {
+        self.file.as_file_mut()
+    }
     pub fn path(&self) -> &Path {
         self.file.path()
     }

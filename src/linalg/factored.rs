@@ -290,8 +290,8 @@ pub(crate) fn svd_of_orthonormal_product(
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{
-        assert_close_rel, dense_product, dense_svd_f64, frob_diff_rel, gaussian,
-        orthonormality_error, reconstruct,
+        assert_close_rel, dense_product, gaussian, orthonormality_error, reconstruct, rel_fro_diff,
+        singular_values,
     };
     use super::*;
 
@@ -304,11 +304,11 @@ mod tests {
         let (up, down) = lora(m, r, n, seed);
         let svd = factored_svd(&up, &down, m, r, n).expect("valid input");
         let dense = dense_product(&[(1.0, &up, r, &down)], m, n);
-        let reference = dense_svd_f64(&dense, m, n);
+        let reference = singular_values(&dense, m, n);
         let k = r.min(m).min(n);
         assert_eq!(svd.rank(), k);
         assert_close_rel(&svd.s, &reference[..k], 1e-5);
-        assert!(frob_diff_rel(&reconstruct(&svd), &dense) < 1e-5);
+        assert!(rel_fro_diff(&reconstruct(&svd), &dense) < 1e-5);
         assert!(orthonormality_error(&svd.u, m, k, true) < 1e-5);
         assert!(orthonormality_error(&svd.vt, k, n, false) < 1e-5);
     }
@@ -390,12 +390,12 @@ mod tests {
         let down = gaussian(r * n, 23);
         let svd = factored_svd(&up, &down, m, r, n).expect("valid input");
         let dense = dense_product(&[(1.0, &up, r, &down)], m, n);
-        let reference = dense_svd_f64(&dense, m, n);
+        let reference = singular_values(&dense, m, n);
         assert_close_rel(&svd.s[..2], &reference[..2], 1e-5);
         assert!(svd.s[2] < 1e-5 * svd.s[0] && svd.s[3] < 1e-5 * svd.s[0]);
         assert!(svd.u.iter().chain(&svd.vt).all(|x| x.is_finite()));
         assert!(orthonormality_error(&svd.u, m, 4, true) < 1e-5);
-        assert!(frob_diff_rel(&reconstruct(&svd), &dense) < 1e-5);
+        assert!(rel_fro_diff(&reconstruct(&svd), &dense) < 1e-5);
     }
 
     #[test]
@@ -408,10 +408,10 @@ mod tests {
             [(0.6, &u1, 4, &d1), (-0.4, &u2, 8, &d2), (1.5, &u3, 2, &d3)];
         let svd = weighted_sum_svd(&terms, m, n).expect("valid input");
         let dense = dense_product(&terms, m, n);
-        let reference = dense_svd_f64(&dense, m, n);
+        let reference = singular_values(&dense, m, n);
         assert_eq!(svd.rank(), 14);
         assert_close_rel(&svd.s, &reference[..14], 1e-5);
-        assert!(frob_diff_rel(&reconstruct(&svd), &dense) < 1e-5);
+        assert!(rel_fro_diff(&reconstruct(&svd), &dense) < 1e-5);
         assert!(orthonormality_error(&svd.u, m, 14, true) < 1e-5);
         assert!(orthonormality_error(&svd.vt, 14, n, false) < 1e-5);
     }

@@ -13,6 +13,11 @@ pub enum SvSplit {
     Sqrt,
 }
 
+crate::named_enum!(SvSplit, "singular value split", [
+    Up => "up", [], "all singular values on the up factor (sd-scripts)",
+    Sqrt => "sqrt", [], "√S on each factor",
+]);
+
 /// A thin SVD of an `m × n` matrix: `M = U·diag(s)·Vᵀ`, with `k = s.len()` triplets.
 ///
 /// `s` is non-negative and non-increasing. The columns of `U` and the rows of `Vᵀ` are

@@ -15,6 +15,7 @@
 mod factored;
 mod layout;
 mod low_rank;
+mod product;
 mod quantile;
 mod randomized;
 mod rank_rules;
@@ -24,10 +25,11 @@ pub use factored::{
 };
 pub use layout::{all_finite, sum_squares};
 pub use low_rank::{LowRankSvd, SvSplit};
+pub use product::dense_product_svd;
 pub use quantile::{clamp_factors, quantile_linear, quantile_linear_in_place};
 pub use randomized::{exact_svd_dense, exact_svd_dense_f64, randomized_svd, RsvdParams};
 pub use rank_rules::{
-    retention, select_rank, select_rank_kohya, RankRule, Retention, KOHYA_MIN_SV,
+    retention, select_rank, select_rank_kohya, RankMethod, RankRule, Retention, KOHYA_MIN_SV,
 };
 
 #[cfg(test)]

@@ -165,7 +165,7 @@ pub(crate) fn standard_normal(len: usize, seed: u64) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{
-        assert_close_rel, frob_diff_rel, orthonormality_error, reconstruct,
+        assert_close_rel, orthonormality_error, reconstruct, rel_fro_diff,
     };
     use super::*;
 
@@ -211,7 +211,7 @@ mod tests {
         let dense: Vec<f64> = a.iter().map(|&x| f64::from(x)).collect();
         let tail: f64 = sigma[k..].iter().map(|s| s * s).sum::<f64>().sqrt();
         let norm: f64 = sigma.iter().map(|s| s * s).sum::<f64>().sqrt();
-        let err = frob_diff_rel(&reconstruct(&svd), &dense) * norm;
+        let err = rel_fro_diff(&reconstruct(&svd), &dense) * norm;
         assert!(err < tail * 1.001, "error {err} vs optimal {tail}");
     }
 
@@ -262,7 +262,7 @@ mod tests {
         assert_eq!(svd.rank(), 25);
         assert_close_rel(&svd.s[..10], &sigma[..10], 1e-5);
         let dense: Vec<f64> = a.iter().map(|&x| f64::from(x)).collect();
-        assert!(frob_diff_rel(&reconstruct(&svd), &dense) < 1e-5);
+        assert!(rel_fro_diff(&reconstruct(&svd), &dense) < 1e-5);
         assert!(orthonormality_error(&svd.u, m, 25, true) < 1e-5);
         assert!(orthonormality_error(&svd.vt, 25, n, false) < 1e-5);
     }

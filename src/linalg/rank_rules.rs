@@ -28,7 +28,52 @@ pub enum RankRule {
     SvCumulative(f64),
 }
 
+/// The dynamic rules by name (sd-scripts' `--dynamic_method` values).
+#[allow(clippy::enum_variant_names)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RankMethod {
+    SvRatio,
+    SvFro,
+    SvCumulative,
+}
+
+crate::named_enum!(RankMethod, "rank method", [
+    SvRatio => "sv_ratio", ["sv-ratio"], "keep σ > σ_max / X",
+    SvFro => "sv_fro", ["sv-fro"], "smallest rank keeping a fraction X of the Frobenius norm",
+    SvCumulative => "sv_cumulative", ["sv-cumulative"], "smallest rank keeping a fraction X of Σσ",
+]);
+
 impl RankRule {
+    /// `Fixed` without a method, else the method's rule with threshold `param`.
+    pub fn from_method(method: Option<RankMethod>, param: Option<f64>) -> Result<RankRule> {
+        let Some(method) = method else {
+            return Ok(RankRule::Fixed);
+        };
+        let p = param
+            .ok_or_else(|| Error::bad_option("param", format!("{method} needs a threshold")))?;
+        if !(p.is_finite() && p > 0.0) {
+            return Err(Error::bad_option(
+                "param",
+                format!("must be a positive number, got {p}"),
+            ));
+        }
+        Ok(match method {
+            RankMethod::SvRatio => RankRule::SvRatio(p),
+            RankMethod::SvFro => RankRule::SvFro(p),
+            RankMethod::SvCumulative => RankRule::SvCumulative(p),
+        })
+    }
+
+    /// The dynamic method and its threshold; `None` for `Fixed`.
+    pub fn method(&self) -> Option<(RankMethod, f64)> {
+        match *self {
+            RankRule::Fixed => None,
+            RankRule::SvRatio(p) => Some((RankMethod::SvRatio, p)),
+            RankRule::SvFro(p) => Some((RankMethod::SvFro, p)),
+            RankRule::SvCumulative(p) => Some((RankMethod::SvCumulative, p)),
+        }
+    }
+
     fn check(&self, max_rank: usize) -> Result<()> {
         if max_rank == 0 {
             return Err(Error::Invalid("maximum rank must be at least 1".into()));

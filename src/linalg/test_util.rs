@@ -3,38 +3,13 @@
 
 use super::low_rank::LowRankSvd;
 use super::randomized::standard_normal;
-use faer::Mat;
 
 /// `len` seeded standard-normal values.
 pub(crate) fn gaussian(len: usize, seed: u64) -> Vec<f32> {
     standard_normal(len, seed)
 }
 
-/// Dense `Σ wᵢ·upᵢ·downᵢ` in f64, row-major `m × n`.
-pub(crate) fn dense_product(
-    terms: &[(f64, &[f32], usize, &[f32])],
-    m: usize,
-    n: usize,
-) -> Vec<f64> {
-    let mut out = vec![0.0f64; m * n];
-    for &(w, up, r, down) in terms {
-        for i in 0..m {
-            for j in 0..n {
-                let dot: f64 = (0..r)
-                    .map(|l| f64::from(up[i * r + l]) * f64::from(down[l * n + j]))
-                    .sum();
-                out[i * n + j] += w * dot;
-            }
-        }
-    }
-    out
-}
-
-/// Singular values of a dense row-major `m × n` f64 matrix, descending (faer, f64).
-pub(crate) fn dense_svd_f64(data: &[f64], m: usize, n: usize) -> Vec<f64> {
-    let mat = Mat::<f64>::from_fn(m, n, |i, j| data[i * n + j]);
-    mat.singular_values().expect("reference SVD converges")
-}
+pub(crate) use crate::testing::{dense_product, rel_fro_diff, singular_values};
 
 /// `U·diag(S)·Vᵀ` as a dense row-major f64 matrix.
 pub(crate) fn reconstruct(svd: &LowRankSvd) -> Vec<f64> {
@@ -49,13 +24,6 @@ pub(crate) fn reconstruct(svd: &LowRankSvd) -> Vec<f64> {
         }
     }
     out
-}
-
-/// `‖a − b‖_F / ‖b‖_F`.
-pub(crate) fn frob_diff_rel(a: &[f64], b: &[f64]) -> f64 {
-    let diff: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
-    let norm: f64 = b.iter().map(|y| y * y).sum();
-    (diff / norm).sqrt()
 }
 
 /// Largest entry of `|GᵀG − I|` for the columns (`by_columns`) or rows of a row-major

@@ -11,7 +11,7 @@
 
 use crate::adapter::gguf::base::from_gguf;
 use crate::adapter::gguf::rope::permute_rows;
-use crate::adapter::{Adapter, LayerKind, LoraLayer};
+use crate::adapter::{LayerKind, LoraLayer};
 use crate::error::{Error, Result};
 use crate::formats::gguf::{to_gguf, Transform};
 use crate::io::gguf::{write_gguf, GgufFile, GgufValue, PendingGgufTensor};
@@ -21,12 +21,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// One adapter and its user weight (llama.cpp's `--lora-scaled` scale).
-pub struct BakeInput<'a> {
-    pub label: String,
-    pub adapter: &'a Adapter,
-    pub weight: f64,
-}
+pub use super::BakeInput;
 
 /// What happened to one touched tensor.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -156,13 +151,10 @@ pub fn bake_gguf(
         }
     }
     if !problems.is_empty() {
-        let n = problems.len();
-        problems.truncate(10);
-        return Err(Error::Invalid(format!(
-            "{n} adapter module(s) do not fit the base model {} (wrong base model?); nothing was written: {}",
-            base.path().display(),
-            problems.join("; ")
-        )));
+        return Err(Error::BaseMismatch {
+            base: base.path().display().to_string(),
+            problems,
+        });
     }
 
     let mut kv = base.kv.clone();

@@ -12,3 +12,36 @@ pub mod merge;
 pub mod model_layout;
 pub mod resize;
 mod schedule;
+
+/// One adapter of a bake and its weight (llama.cpp's `--lora-scaled` scale), with the label
+/// errors name it by.
+pub struct BakeInput<'a> {
+    pub label: String,
+    pub adapter: &'a crate::adapter::Adapter,
+    pub weight: f64,
+}
+
+/// One weight per input: `given` in input order, or 1 each when none are given. Every weight
+/// must be a finite number.
+pub fn input_weights(given: &[f64], inputs: usize) -> crate::error::Result<Vec<f64>> {
+    use crate::error::Error;
+    if given.is_empty() {
+        return Ok(vec![1.0; inputs]);
+    }
+    if given.len() != inputs {
+        return Err(Error::bad_option(
+            "weights",
+            format!(
+                "{} values for {inputs} inputs; give one weight per input, in input order",
+                given.len()
+            ),
+        ));
+    }
+    if let Some(w) = given.iter().find(|w| !w.is_finite()) {
+        return Err(Error::bad_option(
+            "weights",
+            format!("{w} is not a finite number"),
+        ));
+    }
+    Ok(given.to_vec())
+}

@@ -65,15 +65,15 @@ pub fn resize_with_progress(
     module_done: &(dyn Fn() + Sync),
 ) -> Result<(Adapter, Vec<ModuleResize>)> {
     if opts.rank == 0 || opts.conv_rank == Some(0) {
-        return Err(Error::Invalid(
-            "--rank and --conv-rank must be at least 1".into(),
-        ));
+        let option = if opts.rank == 0 { "rank" } else { "conv_rank" };
+        return Err(Error::bad_option(option, "must be at least 1"));
     }
     if let Some(a) = opts.alpha {
         if !a.is_finite() || a == 0.0 {
-            return Err(Error::Invalid(format!(
-                "--alpha {a} must be a finite non-zero number"
-            )));
+            return Err(Error::bad_option(
+                "alpha",
+                format!("{a} must be a finite non-zero number"),
+            ));
         }
     }
     let layers: Vec<(&String, &LoraLayer)> = adapter.layers.iter().collect();
@@ -204,20 +204,7 @@ mod tests {
         LoraLayer::new("m", down, up, alpha, LayerKind::Linear).unwrap()
     }
 
-    /// (alpha/r)·up·down by plain loops, f64.
-    fn dense(l: &LoraLayer) -> Vec<f64> {
-        let (u, d, r) = (l.up.to_f64(), l.down.to_f64(), l.rank());
-        let (m, n) = (l.out_features(), d.len() / r);
-        let mut w = vec![0.0; m * n];
-        for i in 0..m {
-            for k in 0..r {
-                for j in 0..n {
-                    w[i * n + j] += l.scale() * u[i * r + k] * d[k * n + j];
-                }
-            }
-        }
-        w
-    }
+    use crate::testing::dense_delta;
 
     fn fro(a: &[f64]) -> f64 {
         a.iter().map(|x| x * x).sum::<f64>().sqrt()
@@ -252,7 +239,7 @@ mod tests {
         let (la, lb) = (&a.layers["m"], &b.layers["m"]);
         assert_eq!(lb.rank(), 6, "never above the old rank");
         assert_eq!(lb.scale(), la.scale());
-        let (wa, wb) = (dense(la), dense(lb));
+        let (wa, wb) = (dense_delta(la), dense_delta(lb));
         let diff: Vec<f64> = wa.iter().zip(&wb).map(|(x, y)| x - y).collect();
         assert!(fro(&diff) / fro(&wa) < 1e-5);
         assert!(rep[0].rel_error < 1e-6);
@@ -265,7 +252,7 @@ mod tests {
         let lb = &b.layers["m"];
         assert_eq!(lb.rank(), 3);
         assert!((lb.alpha - 3.0).abs() < 1e-12, "alpha 8·3/8");
-        let (wa, wb) = (dense(&a.layers["m"]), dense(lb));
+        let (wa, wb) = (dense_delta(&a.layers["m"]), dense_delta(lb));
         let diff: Vec<f64> = wa.iter().zip(&wb).map(|(x, y)| x - y).collect();
         let measured = fro(&diff) / fro(&wa);
         assert!(
@@ -286,7 +273,7 @@ mod tests {
         let (b, _) = resize(&a, &o).unwrap();
         let lb = &b.layers["m"];
         assert_eq!(lb.alpha, 1.0);
-        let (wa, wb) = (dense(&a.layers["m"]), dense(lb));
+        let (wa, wb) = (dense_delta(&a.layers["m"]), dense_delta(lb));
         let diff: Vec<f64> = wa.iter().zip(&wb).map(|(x, y)| x - y).collect();
         assert!(fro(&diff) / fro(&wa) < 1e-5);
     }

@@ -404,6 +404,32 @@ fn write_f16(b: &mut [u8], v: f32) {
     b[..2].copy_from_slice(&f32_to_f16_bits(v).to_le_bytes());
 }
 
+/// The float types as tensor dtypes, both ways: the one place GGUF's float storage types and
+/// loratool's tensor dtypes are matched.
+impl QuantType {
+    /// The tensor dtype of a float storage type; `None` for block-quantized types.
+    pub fn float_dtype(self) -> Option<crate::tensor::DType> {
+        use crate::tensor::DType;
+        match self {
+            QuantType::F32 => Some(DType::F32),
+            QuantType::F16 => Some(DType::F16),
+            QuantType::BF16 => Some(DType::BF16),
+            _ => None,
+        }
+    }
+
+    /// The storage type of a tensor dtype: F16 and BF16 as themselves, every other dtype as
+    /// F32 (GGUF has no f64 or f8 storage).
+    pub fn from_float(dtype: crate::tensor::DType) -> QuantType {
+        use crate::tensor::DType;
+        match dtype {
+            DType::F16 => QuantType::F16,
+            DType::BF16 => QuantType::BF16,
+            _ => QuantType::F32,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

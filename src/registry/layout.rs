@@ -203,6 +203,29 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Whether a blob file is present with `size` bytes (its content is `verify`'s to check).
+    pub fn has_blob(&self, digest: &Digest, size: u64) -> bool {
+        std::fs::metadata(self.blob_path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// A locked temp file in [`Store::tmp_dir`] for a blob whose digest is known only once its
+    /// bytes are (a download): `gc` removes it if its writer is killed, never while it lives.
+    pub fn blob_temp(&self) -> Result<crate::io::staging::TempFile> {
+        let placeholder = self.blobs_dir().join("blob");
+        Ok(crate::io::staging::TempFile::in_dir(
+            &self.tmp_dir(),
+            &placeholder,
+        )?)
+    }
+
+    /// Move a temp file from [`Store::blob_temp`] whose content the caller has verified to be
+    /// `digest` into place: fsync, rename, fsync the directory.
+    pub fn install_blob(&self, tmp: crate::io::staging::TempFile, digest: &Digest) -> Result<()> {
+        Ok(tmp.commit_as(&self.blob_path(digest))?)
+    }
+}
+
 /// Read a file, refusing more than `limit` bytes (store files are hostile input: no allocation
 /// sized by what they claim).
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
@@ -220,10 +243,11 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Test-only hook: with `LORATOOL_TEST_SLOW_ADD_MS=<ms>` set, writers sleep that long at each
-/// step of adding an adapter (and `gc` before each blob it deletes), so the crash tests can
-/// SIGKILL `add` or `gc` between any two steps. Not a
-/// user setting; unset, it costs one environment lookup.
+/// Test-only hook (cargo feature `test-support`, which only the test and bench builds turn
+/// on): with `LORATOOL_TEST_SLOW_ADD_MS=<ms>` set, writers sleep that long at each step of
+/// adding an adapter (and `gc` before each blob it deletes), so the crash tests can SIGKILL
+/// `add` or `gc` between any two steps.
+#[cfg(feature = "test-support")]
 pub fn test_pause(_step: &str) {
     if let Some(ms) = std::env::var("LORATOOL_TEST_SLOW_ADD_MS")
         .ok()
@@ -232,3 +256,7 @@ pub fn test_pause(_step: &str) {
         std::thread::sleep(std::time::Duration::from_millis(ms.min(10_000)));
     }
 }
+
+#[cfg(not(feature = "test-support"))]
+#[inline(always)]
+pub fn test_pause(_step: &str) {}

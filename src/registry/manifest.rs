@@ -12,6 +12,7 @@
 
 use super::error::{RegistryError, Result};
 use super::names::Digest;
+use crate::adapter::summary::AdapterSummary;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -223,6 +224,29 @@ pub struct AdapterInfo {
     pub created: String,
     #[serde(default)]
     pub lineage: Option<Lineage>,
+    /// The full description `info` prints (absent in stores written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<AdapterSummary>,
+}
+
+impl AdapterInfo {
+    /// The record of an adapter described by `summary`, created now.
+    pub fn from_summary(summary: AdapterSummary, lineage: Option<Lineage>) -> AdapterInfo {
+        AdapterInfo {
+            format: summary.format.to_string(),
+            base_model: summary.base_model.clone(),
+            family: summary.family.clone(),
+            ranks: summary.ranks.iter().map(|g| g.rank).collect(),
+            alphas: summary.alphas(),
+            target_modules: summary.targets.keys().cloned().collect(),
+            dtypes: summary.dtypes.iter().map(|d| d.dtype.clone()).collect(),
+            modules: summary.modules,
+            parameters: summary.params,
+            created: super::now_rfc3339(),
+            lineage,
+            summary: Some(summary),
+        }
+    }
 }
 
 /// The config blob: ModelPack's sections (`descriptor`, `config`, `modelfs`) and loratool's.

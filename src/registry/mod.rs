@@ -1,6 +1,7 @@
 //! The local adapter registry: a content-addressed store laid out as an OCI image layout, with
-//! tags, lineage, garbage collection and verification. The CLI (`src/cli/registry.rs`) is a
-//! thin shell over this module; it owns no store logic.
+//! tags, lineage, garbage collection and verification. It stores files as they are and records
+//! the metadata it is given; reading adapters is `adapter`'s job and choosing what to record is
+//! the application layer's (`app::store`).
 //!
 //! Submodules: `names` (references and digests), `layout` (the directory, blobs, index file,
 //! lock), `manifest` (the JSON documents), `gc`, `verify`. This file owns the operations that
@@ -35,11 +36,11 @@ pub use error::{RegistryError, Result};
 pub use layout::Store;
 pub use names::{Digest, Reference, Target};
 
-use crate::adapter::{Adapter, Format};
+use crate::adapter::Format;
+use crate::named::Named;
 use indexmap::IndexMap;
 use layout::test_pause;
 use manifest::*;
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// A tag in `index.json` and what it points to.
@@ -85,95 +86,20 @@ pub struct SourceFile {
     pub path: PathBuf,
 }
 
-pub fn parse_format(s: &str) -> Option<Format> {
-    match s {
-        "peft" => Some(Format::Peft),
-        "diffusers" => Some(Format::Diffusers),
-        "kohya" => Some(Format::Kohya),
-        "gguf" => Some(Format::Gguf),
-        _ => None,
-    }
-}
-
-/// The files of an adapter at `path`: the file itself (plus `adapter_config.json` beside a
-/// PEFT `adapter_model.safetensors`), or the regular, non-hidden files at the top of a
-/// directory (sub-directories such as training checkpoints are not part of the adapter).
-pub fn adapter_files(path: &Path, format: Format) -> Result<Vec<SourceFile>> {
-    let mut files = Vec::new();
-    let mut push = |p: PathBuf| {
-        if let Some(title) = p.file_name().and_then(|n| n.to_str()).map(str::to_string) {
-            files.push(SourceFile { title, path: p });
-        }
-    };
-    if path.is_dir() {
-        let rd = std::fs::read_dir(path).map_err(|e| RegistryError::io(path, e))?;
-        let mut paths: Vec<PathBuf> = Vec::new();
-        for e in rd {
-            let e = e.map_err(|e| RegistryError::io(path, e))?;
-            let name = e.file_name();
-            let is_file =
-                e.file_type().map(|t| t.is_file()).unwrap_or(false) || (e.path().is_file());
-            if is_file && !name.to_string_lossy().starts_with('.') {
-                paths.push(e.path());
-            }
-        }
-        paths.sort();
-        paths.into_iter().for_each(&mut push);
-    } else {
-        push(path.to_path_buf());
-        let config = path.with_file_name("adapter_config.json");
-        if format == Format::Peft && config.is_file() {
-            push(config);
-        }
-    }
-    if let Some(bad) = files.iter().find(|f| !is_plain_file_name(&f.title)) {
-        return Err(RegistryError::Invalid(format!(
-            "{}: file name cannot be stored",
-            bad.path.display()
-        )));
-    }
-    if files.is_empty() {
-        return Err(RegistryError::Invalid(format!(
-            "{}: no files to add",
-            path.display()
-        )));
-    }
-    Ok(files)
-}
-
-/// loratool's metadata for an adapter.
-pub fn describe(adapter: &Adapter, format: Format) -> AdapterInfo {
-    let ranks: BTreeSet<usize> = adapter.layers.values().map(|l| l.rank()).collect();
-    let mut alphas: Vec<f64> = adapter.layers.values().map(|l| l.alpha).collect();
-    alphas.sort_by(f64::total_cmp);
-    alphas.dedup_by(|a, b| a.to_bits() == b.to_bits());
-    let targets: BTreeSet<String> = adapter
-        .layers
-        .keys()
-        .map(|p| p.rsplit('.').next().unwrap_or(p).to_string())
-        .collect();
-    let dtypes: BTreeSet<String> = adapter
-        .layers
-        .values()
-        .map(|l| l.dtype().to_string())
-        .collect();
-    let family = adapter
-        .meta
-        .family
-        .clone()
-        .or_else(|| crate::adapter::detect::guess_sd_family(adapter).map(str::to_string));
-    AdapterInfo {
-        format: format.name().to_string(),
-        base_model: adapter.meta.base_model.clone(),
-        family,
-        ranks: ranks.into_iter().collect(),
-        alphas,
-        target_modules: targets.into_iter().collect(),
-        dtypes: dtypes.into_iter().collect(),
-        modules: adapter.layers.len(),
-        parameters: adapter.param_count() as u64,
-        created: now_rfc3339(),
-        lineage: None,
+impl SourceFile {
+    /// `path` under its own file name.
+    pub fn named_as_is(path: &Path) -> Result<SourceFile> {
+        let title = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| {
+                RegistryError::Invalid(format!("{}: file name cannot be stored", path.display()))
+            })?
+            .to_string();
+        Ok(SourceFile {
+            title,
+            path: path.to_path_buf(),
+        })
     }
 }
 
@@ -201,14 +127,13 @@ pub fn files_digest(files: &[SourceFile]) -> Result<Digest> {
 }
 
 impl Store {
-    /// Add the adapter at `path` under `reference` (a tag), reading it to record its metadata.
-    /// Returns the manifest digest.
-    pub fn add_path(
+    /// Store `files` as one adapter under `reference` (which must name a tag), with metadata
+    /// `info`. The files are kept byte for byte. Returns the manifest digest.
+    pub fn add(
         &self,
-        path: &Path,
+        files: &[SourceFile],
         reference: &Reference,
-        from: Option<Format>,
-        lineage: Option<Lineage>,
+        info: AdapterInfo,
     ) -> Result<Digest> {
         let ref_name = reference.ref_name().ok_or_else(|| {
             RegistryError::bad_ref(
@@ -216,36 +141,19 @@ impl Store {
                 "adding needs a tag (name:tag), not a digest",
             )
         })?;
-        let format = match from {
-            Some(f) => f,
-            None => crate::adapter::detect::detect_format(path)?,
-        };
-        let adapter = crate::adapter::detect::read_adapter(
-            path,
-            Some(format),
-            crate::adapter::ReadOptions { skip_unknown: true },
-        )?;
-        let mut info = describe(&adapter, format);
-        drop(adapter);
-        let files = adapter_files(path, format)?;
-        info.lineage = Some(match lineage {
-            Some(l) => l,
-            None => Lineage {
-                operation: "add".into(),
-                summary: format!("add({})", path.display()),
-                parameters: IndexMap::new(),
-                inputs: vec![LineageInput {
-                    kind: "files".into(),
-                    digest: files_digest(&files)?.to_string(),
-                    source: path.display().to_string(),
-                }],
-            },
-        });
-        self.add_files(&files, &reference.name, &ref_name, info)
+        if let Some(bad) = files.iter().find(|f| !is_plain_file_name(&f.title)) {
+            return Err(RegistryError::Invalid(format!(
+                "{}: file name cannot be stored",
+                bad.path.display()
+            )));
+        }
+        if files.is_empty() {
+            return Err(RegistryError::Invalid("no files to add".into()));
+        }
+        self.add_files(files, &reference.name, &ref_name, info)
     }
 
-    /// Store `files` as one adapter with metadata `info` and tag it `ref_name`.
-    pub fn add_files(
+    fn add_files(
         &self,
         files: &[SourceFile],
         name: &str,
@@ -518,7 +426,7 @@ impl Store {
         };
         Ok(Materialised {
             read_path,
-            format: parse_format(&resolved.config.loratool.format),
+            format: Format::parse_name(&resolved.config.loratool.format),
             dir,
         })
     }
@@ -563,6 +471,38 @@ impl Store {
             Ok(())
         })?;
         Ok(written)
+    }
+}
+
+impl Store {
+    /// Tag a manifest whose blobs the caller has put in the store (a pull), with extra
+    /// annotations on the index entry (where it came from). Under the lock, every blob the
+    /// manifest reaches must still be present: a `gc` between the blob writes and this call
+    /// would have removed them (see the module doc), and then the caller has to fetch again.
+    pub fn tag_manifest(
+        &self,
+        ref_name: &str,
+        digest: &Digest,
+        manifest: &Manifest,
+        size: u64,
+        annotations: IndexMap<String, String>,
+    ) -> Result<()> {
+        let _lock = self.lock_exclusive()?;
+        let config = manifest.config.checked_digest(&self.blob_path(digest))?;
+        let mut needed = vec![(digest.clone(), size), (config, manifest.config.size)];
+        needed.extend(manifest.files().into_iter().map(|(_, d, s)| (d, s)));
+        if let Some((d, _)) = needed.iter().find(|(d, s)| !self.has_blob(d, *s)) {
+            return Err(RegistryError::Invalid(format!(
+                "blob {d} vanished from the store before {ref_name} was tagged (a concurrent gc?); run the command again"
+            )));
+        }
+        let mut index = self.read_index()?;
+        set_tag(&mut index, ref_name, digest, size);
+        if let Some(entry) = index.manifests.last_mut() {
+            entry.annotations.extend(annotations);
+        }
+        self.write_index(&index)?;
+        Ok(())
     }
 }
 

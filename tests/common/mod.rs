@@ -2,7 +2,8 @@
 //! ΔW computed independently of loratool's own math.
 #![allow(dead_code)]
 
-use loratool::adapter::{Adapter, LayerKind, LoraLayer};
+use loratool::adapter::codec::ReadContext;
+use loratool::adapter::{Adapter, LayerKind, LoraLayer, ReadOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -46,8 +47,14 @@ pub fn run_ok(args: &[&str]) -> String {
 }
 
 /// Read an adapter in any format (detected), with default options.
+/// A read context with `opts` and no base model.
+pub fn ctx(opts: ReadOptions) -> ReadContext<'static> {
+    ReadContext { opts, base: None }
+}
+
 pub fn read_any(path: &Path) -> Adapter {
-    loratool::adapter::detect::read_adapter(path, None, Default::default()).expect("adapter reads")
+    loratool::adapter::codec::read_adapter(path, None, &ctx(Default::default()))
+        .expect("adapter reads")
 }
 
 pub fn stderr(o: &Output) -> String {
@@ -58,26 +65,8 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// `ΔW = (alpha / r) · up · down` as a row-major `[out, in·kh·kw]` matrix in f64, by a plain
-/// triple loop (embeddings: the PEFT `[dim, num_embeddings]` orientation, untransposed).
-pub fn dense_delta(layer: &LoraLayer) -> Vec<f64> {
-    let down = layer.down.to_f64();
-    let up = layer.up.to_f64();
-    let r = layer.rank();
-    let out = layer.up.shape()[0];
-    let cols = down.len() / r;
-    let s = layer.alpha / r as f64;
-    let mut w = vec![0.0f64; out * cols];
-    for o in 0..out {
-        for k in 0..r {
-            let u = up[o * r + k] * s;
-            for c in 0..cols {
-                w[o * cols + c] += u * down[k * cols + c];
-            }
-        }
-    }
-    w
-}
+#[allow(unused_imports)]
+pub use loratool::testing::{dense_delta, layer_rel_diff};
 
 /// Assert two adapters have the same modules and, per module, bit-identical factors (after
 /// bringing both to the same shape), equal alpha and kind.
@@ -154,56 +143,9 @@ pub fn pseudo(
     loratool::tensor::Tensor::from_f32(shape, &vals, dtype).expect("tensor")
 }
 
-/// ⟨ΔW_x, ΔW_y⟩_F from the factors: tr((B_xᵀB_y)(A_yA_xᵀ))·s_x·s_y.
-pub fn fro_inner(x: &LoraLayer, y: &LoraLayer) -> f64 {
-    let (ux, dx, rx) = (x.up.to_f64(), x.down.to_f64(), x.rank());
-    let (uy, dy, ry) = (y.up.to_f64(), y.down.to_f64(), y.rank());
-    let m = ux.len() / rx;
-    let n = dx.len() / rx;
-    let mut bb = vec![0.0f64; rx * ry]; // B_xᵀ B_y
-    for i in 0..m {
-        for p in 0..rx {
-            for q in 0..ry {
-                bb[p * ry + q] += ux[i * rx + p] * uy[i * ry + q];
-            }
-        }
-    }
-    let mut aa = vec![0.0f64; ry * rx]; // A_y A_xᵀ
-    for q in 0..ry {
-        for p in 0..rx {
-            let mut s = 0.0;
-            for j in 0..n {
-                s += dy[q * n + j] * dx[p * n + j];
-            }
-            aa[q * rx + p] = s;
-        }
-    }
-    let mut t = 0.0;
-    for p in 0..rx {
-        for q in 0..ry {
-            t += bb[p * ry + q] * aa[q * rx + p];
-        }
-    }
-    t * x.scale() * y.scale()
-}
-
-/// ‖ΔW₁ − ΔW₂‖_F / ‖ΔW₂‖_F for two layers on the same module, from the factors by plain loops
-/// (⟨B₁A₁, B₂A₂⟩ = tr((B₁ᵀB₂)(A₂A₁ᵀ))), so big modules need no dense matrix.
+/// ‖ΔW₁ − ΔW₂‖_F / ‖ΔW₂‖_F for two layers on the same module, from the factors.
 pub fn rel_fro_diff(a: &LoraLayer, b: &LoraLayer) -> f64 {
-    rel_fro_diff_weighted(a, &[(b, 1.0)])
-}
-
-/// ‖ΔW_ours − Σ wᵢ·ΔWᵢ‖_F / ‖Σ wᵢ·ΔWᵢ‖_F, from the factors only.
-pub fn rel_fro_diff_weighted(ours: &LoraLayer, terms: &[(&LoraLayer, f64)]) -> f64 {
-    let xx = fro_inner(ours, ours);
-    let xy: f64 = terms.iter().map(|(l, w)| w * fro_inner(ours, l)).sum();
-    let mut yy = 0.0;
-    for (a, wa) in terms {
-        for (b, wb) in terms {
-            yy += wa * wb * fro_inner(a, b);
-        }
-    }
-    ((xx + yy - 2.0 * xy).max(0.0)).sqrt() / yy.sqrt().max(1e-300)
+    layer_rel_diff(a, &[(b, 1.0)])
 }
 
 /// A PEFT adapter directory `dir/name` with one LoRA module at `module` (a canonical path such

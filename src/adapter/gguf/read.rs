@@ -8,7 +8,7 @@ use crate::adapter::{
     report_unknown, Adapter, AdapterMeta, Format, LayerKind, LoraLayer, ReadOptions,
 };
 use crate::error::{Error, Result};
-use crate::formats::gguf::{arch_for_gguf, known_archs, to_hf, Transform};
+use crate::formats::gguf::{arch_for_gguf, known_archs, to_hf, ArchInfo, Transform};
 use crate::io::gguf::{GgufFile, GgufTensorInfo, GgufValue};
 use crate::quant::{dequantize, QuantType};
 use crate::tensor::{DType, Tensor};
@@ -33,11 +33,7 @@ fn load(
     }
     let (cols, rows) = (info.dims[0] as usize, info.dims[1] as usize);
     let values = dequantize(ty, file.tensor_bytes(name)?, cols).map_err(|e| bad(e.to_string()))?;
-    let dtype = match ty {
-        QuantType::F16 => DType::F16,
-        QuantType::BF16 => DType::BF16,
-        _ => DType::F32,
-    };
+    let dtype = ty.float_dtype().unwrap_or(DType::F32);
     Ok((values, [rows, cols], dtype))
 }
 
@@ -51,10 +47,17 @@ fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
-/// Read a GGUF LoRA. `base` is needed for llama-arch files with q/k modules (their head
-/// counts undo the permutation); it is checked to be the same architecture.
-pub fn read(path: &Path, base: Option<&GgufBase>, opts: ReadOptions) -> Result<Adapter> {
-    let file = GgufFile::open(path)?;
+/// What the header of a LoRA GGUF says: its architecture's table and its alpha.
+struct Header {
+    arch: &'static ArchInfo,
+    arch_name: String,
+    alpha: f64,
+}
+
+/// Check that `file` is a LoRA adapter for an architecture loratool has a table for (and, with
+/// a base, the base's architecture); read its alpha.
+fn header(file: &GgufFile, base: Option<&GgufBase>) -> Result<Header> {
+    let path = file.path();
     let kv_str = |k: &str| file.kv.get(k).and_then(GgufValue::as_str);
     if kv_str("general.type") != Some("adapter") {
         return Err(Error::unsupported(
@@ -103,23 +106,128 @@ pub fn read(path: &Path, base: Option<&GgufBase>, opts: ReadOptions) -> Result<A
             Error::malformed(path, format!("adapter.lora.alpha is not a number ({v})"))
         })?,
     };
+    Ok(Header {
+        arch,
+        arch_name: arch_name.to_string(),
+        alpha,
+    })
+}
 
-    let mut pairs: BTreeMap<String, (Option<&str>, Option<&str>)> = BTreeMap::new();
-    let mut unknown = Vec::new();
-    let mut warnings = Vec::new();
+/// The file's tensors as `(base tensor, lora_a, lora_b)` pairs; norms are skipped with a
+/// warning (llama.cpp ignores them), anything else is unknown.
+struct Pairs<'f> {
+    pairs: BTreeMap<String, (Option<&'f str>, Option<&'f str>)>,
+    unknown: Vec<String>,
+    warnings: Vec<String>,
+}
+
+fn pair_tensors(file: &GgufFile) -> Pairs<'_> {
+    let mut out = Pairs {
+        pairs: BTreeMap::new(),
+        unknown: Vec::new(),
+        warnings: Vec::new(),
+    };
     for name in file.tensors.keys() {
         if let Some(t) = name.strip_suffix(".lora_a") {
-            pairs.entry(t.to_string()).or_default().0 = Some(name);
+            out.pairs.entry(t.to_string()).or_default().0 = Some(name);
         } else if let Some(t) = name.strip_suffix(".lora_b") {
-            pairs.entry(t.to_string()).or_default().1 = Some(name);
+            out.pairs.entry(t.to_string()).or_default().1 = Some(name);
         } else if name.ends_with("_norm.weight") {
-            warnings.push(format!(
+            out.warnings.push(format!(
                 "skipped norm tensor {name} (llama.cpp ignores norms in adapters)"
             ));
         } else {
-            unknown.push(name.clone());
+            out.unknown.push(name.clone());
         }
     }
+    out
+}
+
+/// One canonical layer from a `lora_a` / `lora_b` pair of `transform`'s kind: the token
+/// embedding's `lora_a` transposed back, llama q/k `lora_b` rows un-permuted (unless reading
+/// the layout only), the file's alpha (0 means scale 1, as llama.cpp).
+fn layer_of_pair(
+    file: &GgufFile,
+    header: &Header,
+    module: &str,
+    transform: Transform,
+    (a, b): (&str, &str),
+    base: Option<&GgufBase>,
+    opts: ReadOptions,
+) -> Result<LoraLayer> {
+    let path = file.path();
+    let (av, [ar, ac], adt) = load(file, a, &file.tensors[a])?;
+    let (bv, [br, bc], bdt) = load(file, b, &file.tensors[b])?;
+    let embed = transform == Transform::Embed;
+    // GGUF lora_a is [r, in] row-major ([vocab, r] for the embedding); lora_b is [out, r]
+    let (down, rank, cols) = if embed {
+        (transpose(&av, ar, ac), ac, ar)
+    } else {
+        (av, ar, ac)
+    };
+    if bc != rank {
+        return Err(Error::bad_tensor(
+            path,
+            b,
+            format!("rank {bc} does not match lora_a's {rank} (is lora_a transposed?)"),
+        ));
+    }
+    let rope = matches!(transform, Transform::RopeQ | Transform::RopeK) && header.arch.rope_permute;
+    // the stored order has the same shape: enough to describe the adapter
+    let heads = if rope && !opts.layout_only {
+        let base = base.ok_or_else(|| {
+            Error::needs_base(
+                path,
+                format!(
+                    "{} q/k LoRA tensors are stored RoPE-permuted, and undoing that needs the base model's head counts",
+                    header.arch_name
+                ),
+            )
+        })?;
+        Some(if transform == Transform::RopeQ {
+            base.n_head
+        } else {
+            base.n_kv_head
+        })
+    } else {
+        None
+    };
+    let up = match heads {
+        Some(h) => permute_rows(&bv, rank, h, true)
+            .map_err(|e| Error::bad_tensor(path, b, e.to_string()))?,
+        None => bv,
+    };
+    let dtype = if adt == bdt { adt } else { DType::F32 };
+    let kind = if embed {
+        LayerKind::Embedding
+    } else {
+        LayerKind::Linear
+    };
+    let alpha = if header.alpha == 0.0 {
+        rank as f64
+    } else {
+        header.alpha
+    };
+    LoraLayer::new(
+        module,
+        Tensor::from_f32(vec![rank, cols], &down, dtype)?,
+        Tensor::from_f32(vec![br, rank], &up, dtype)?,
+        alpha,
+        kind,
+    )
+}
+
+/// Read a GGUF LoRA. `base` is needed for llama-arch files with q/k modules (their head
+/// counts undo the permutation) unless `opts.layout_only`; it is checked to be the same
+/// architecture.
+pub fn read(path: &Path, base: Option<&GgufBase>, opts: ReadOptions) -> Result<Adapter> {
+    let file = GgufFile::open(path)?;
+    let header = header(&file, base)?;
+    let Pairs {
+        pairs,
+        mut unknown,
+        mut warnings,
+    } = pair_tensors(&file);
     let mut layers = BTreeMap::new();
     for (tensor, (a, b)) in &pairs {
         let (Some(a), Some(b)) = (*a, *b) else {
@@ -129,62 +237,11 @@ pub fn read(path: &Path, base: Option<&GgufBase>, opts: ReadOptions) -> Result<A
                 "has only one of lora_a / lora_b",
             ));
         };
-        let Some((module, transform)) = to_hf(&arch.arch, tensor) else {
+        let Some((module, transform)) = to_hf(&header.arch.arch, tensor) else {
             unknown.push(format!("{tensor}.lora_a/.lora_b"));
             continue;
         };
-        let (av, [ar, ac], adt) = load(&file, a, &file.tensors[a])?;
-        let (bv, [br, bc], bdt) = load(&file, b, &file.tensors[b])?;
-        let embed = transform == Transform::Embed;
-        // GGUF lora_a is [r, in] row-major ([vocab, r] for the embedding); lora_b is [out, r]
-        let (down, rank, cols) = if embed {
-            (transpose(&av, ar, ac), ac, ar)
-        } else {
-            (av, ar, ac)
-        };
-        if bc != rank {
-            return Err(Error::bad_tensor(
-                path,
-                b,
-                format!("rank {bc} does not match lora_a's {rank} (is lora_a transposed?)"),
-            ));
-        }
-        let heads = match transform {
-            Transform::RopeQ | Transform::RopeK if arch.rope_permute => {
-                let base = base.ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "{}: {arch_name} q/k LoRA tensors are stored RoPE-permuted; undoing that needs the base model's head counts: pass --base <config.json or base .gguf>",
-                        path.display()
-                    ))
-                })?;
-                Some(if transform == Transform::RopeQ {
-                    base.n_head
-                } else {
-                    base.n_kv_head
-                })
-            }
-            _ => None,
-        };
-        let up = match heads {
-            Some(h) => permute_rows(&bv, rank, h, true)
-                .map_err(|e| Error::bad_tensor(path, b, e.to_string()))?,
-            None => bv,
-        };
-        let dtype = if adt == bdt { adt } else { DType::F32 };
-        let kind = if embed {
-            LayerKind::Embedding
-        } else {
-            LayerKind::Linear
-        };
-        // llama.cpp: scale = alpha / rank, or 1 when alpha is 0
-        let layer_alpha = if alpha == 0.0 { rank as f64 } else { alpha };
-        let layer = LoraLayer::new(
-            &module,
-            Tensor::from_f32(vec![rank, cols], &down, dtype)?,
-            Tensor::from_f32(vec![br, rank], &up, dtype)?,
-            layer_alpha,
-            kind,
-        )?;
+        let layer = layer_of_pair(&file, &header, &module, transform, (a, b), base, opts)?;
         layers.insert(module, layer);
     }
     report_unknown(path, &unknown, "GGUF tensor", opts, &mut warnings)?;
@@ -194,6 +251,7 @@ pub fn read(path: &Path, base: Option<&GgufBase>, opts: ReadOptions) -> Result<A
             "no LoRA tensor pairs (.lora_a / .lora_b) in this GGUF",
         ));
     }
+    let kv_str = |k: &str| file.kv.get(k).and_then(GgufValue::as_str);
     let mut source_metadata = indexmap::IndexMap::new();
     for k in ["general.name", "general.base_model.0.name"] {
         if let Some(v) = kv_str(k) {
@@ -204,7 +262,7 @@ pub fn read(path: &Path, base: Option<&GgufBase>, opts: ReadOptions) -> Result<A
         layers,
         full: Default::default(),
         meta: AdapterMeta {
-            family: Some(arch.arch.clone()),
+            family: Some(header.arch.arch.clone()),
             base_model: kv_str("general.base_model.0.name").map(str::to_string),
             source_format: Some(Format::Gguf),
             source_metadata,

@@ -135,11 +135,7 @@ fn plan<'a>(
             _ => None,
         };
         let ty = |row_len: usize| -> QuantType {
-            let want = dtype.unwrap_or(match l.dtype() {
-                crate::tensor::DType::F16 => QuantType::F16,
-                crate::tensor::DType::BF16 => QuantType::BF16,
-                _ => QuantType::F32,
-            });
+            let want = dtype.unwrap_or(QuantType::from_float(l.dtype()));
             // as the reference converter: a block type that does not fit the row falls back to F16
             if row_len.is_multiple_of(want.block_size()) {
                 want
@@ -167,13 +163,10 @@ fn plan<'a>(
         });
     }
     if !mismatches.is_empty() {
-        let n = mismatches.len();
-        mismatches.truncate(8);
-        return Err(Error::Invalid(format!(
-            "{n} adapter module(s) do not fit the base model {} (wrong base model?): {}",
-            base.source,
-            mismatches.join("; ")
-        )));
+        return Err(Error::BaseMismatch {
+            base: base.source.clone(),
+            problems: mismatches,
+        });
     }
     Ok(out)
 }

@@ -13,7 +13,7 @@
 
 mod edit;
 
-use crate::adapter::{Adapter, LayerKind, LoraLayer};
+use crate::adapter::{LayerKind, LoraLayer};
 use crate::error::{Error, Result};
 use crate::io::{write_safetensors, PendingTensor};
 use crate::ops::model_layout::{LayoutKind, Location, ModelLayout};
@@ -23,12 +23,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// One adapter and its weight.
-pub struct ModelBakeInput<'a> {
-    pub label: String,
-    pub adapter: &'a Adapter,
-    pub weight: f64,
-}
+pub use super::BakeInput;
 
 /// One base tensor the bake changes.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -111,7 +106,7 @@ fn locate_checked(
 }
 
 /// Map every adapter module onto the base, or list every reason it cannot be.
-fn plan<'a>(layout: &ModelLayout, inputs: &[ModelBakeInput<'a>]) -> Result<Plan<'a>> {
+fn plan<'a>(layout: &ModelLayout, inputs: &[BakeInput<'a>]) -> Result<Plan<'a>> {
     let mut plan: Plan<'a> = layout.components.iter().map(|_| BTreeMap::new()).collect();
     let mut problems = Vec::new();
     let check =
@@ -211,14 +206,10 @@ fn plan<'a>(layout: &ModelLayout, inputs: &[ModelBakeInput<'a>]) -> Result<Plan<
         }
     }
     if !problems.is_empty() {
-        let n = problems.len();
-        problems.truncate(10);
-        return Err(Error::Invalid(format!(
-            "{n} adapter module(s) do not fit the base model {} ({}; wrong base model?); nothing was written: {}",
-            layout.path.display(),
-            layout.kind.describe(),
-            problems.join("; ")
-        )));
+        return Err(Error::BaseMismatch {
+            base: format!("{} ({})", layout.path.display(), layout.kind.describe()),
+            problems,
+        });
     }
     Ok(plan)
 }
@@ -274,7 +265,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// Bake `inputs` into `base`, writing `out` (a directory for a directory base, else a file).
 pub fn bake_model(
     base: &ModelLayout,
-    inputs: &[ModelBakeInput<'_>],
+    inputs: &[BakeInput<'_>],
     out: &Path,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Vec<ChangedTensor>> {

@@ -57,6 +57,7 @@ pub use sum::SUM_RANK_RTOL;
 use super::schedule::par_map_largest_first;
 use crate::adapter::Adapter;
 use crate::error::{Error, Result};
+use crate::named::Named;
 use crate::tensor::DType;
 use plan::{load_terms, output_dtype, ModulePlan};
 use task_arithmetic::{Recipe, Sparsify};
@@ -80,20 +81,18 @@ pub enum MergeMethod {
     MagnitudePrune,
 }
 
-impl MergeMethod {
-    /// The name used on the command line and in PEFT (`sum` is PEFT's `linear` in compat mode).
-    pub fn name(self) -> &'static str {
-        match self {
-            MergeMethod::Sum => "sum",
-            MergeMethod::Cat => "cat",
-            MergeMethod::Svd => "svd",
-            MergeMethod::Ties => "ties",
-            MergeMethod::DareLinear => "dare_linear",
-            MergeMethod::DareTies => "dare_ties",
-            MergeMethod::MagnitudePrune => "magnitude_prune",
-        }
-    }
+// names as on the command line and in PEFT (`sum` is PEFT's `linear` in compat mode)
+crate::named_enum!(MergeMethod, "merge method", [
+    Sum => "sum", [], "exact weighted sum of the deltas, re-factored to its true rank (or optimally to --rank)",
+    Cat => "cat", [], "concatenated factors: rank Σrᵢ, exact (PEFT's cat)",
+    Svd => "svd", [], "sd-scripts svd_merge_lora: truncated SVD to --rank, factors clamped at --clamp-quantile",
+    Ties => "ties", [], "TIES on each module's dense delta, re-factored to --rank",
+    DareLinear => "dare_linear", ["dare-linear"], "DARE (random drop, rescale) then linear sum, re-factored to --rank",
+    DareTies => "dare_ties", ["dare-ties"], "DARE then TIES sign election, re-factored to --rank",
+    MagnitudePrune => "magnitude_prune", ["magnitude-prune"], "magnitude pruning then linear sum, re-factored to --rank",
+]);
 
+impl MergeMethod {
     /// The PEFT `merge_utils` recipe of the pruning/voting methods.
     fn recipe(self, density: f64, sign: MajoritySign) -> Option<Recipe> {
         let (sparsify, elect) = match self {
@@ -122,6 +121,21 @@ pub enum MajoritySign {
     Total,
     Frequency,
 }
+
+crate::named_enum!(MajoritySign, "majority sign method", [
+    Total => "total", [], "sign of the sum of the values (PEFT's and mergekit's default)",
+    Frequency => "frequency", [], "sign held by more of the inputs",
+]);
+
+/// A reference tool whose results a merge can reproduce instead of the exact method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compat {
+    Peft,
+}
+
+crate::named_enum!(Compat, "compatibility mode", [
+    Peft => "peft", [], "PEFT add_weighted_adapter: factor-wise combination with its cross terms",
+]);
 
 #[derive(Clone, Debug)]
 pub struct MergeOptions {
@@ -291,8 +305,9 @@ fn merge_module(
                 (Some(r), _) => r,
                 (None, true) => largest_rank,
                 (None, false) => {
-                    return Err(Error::Invalid(
-                        "the svd merge needs a target rank (--rank)".into(),
+                    return Err(Error::bad_option(
+                        "rank",
+                        "the svd merge needs a target rank",
                     ))
                 }
             };
@@ -355,8 +370,17 @@ fn validate(inputs: &[MergeInput<'_>], opts: &MergeOptions) -> Result<Option<Rec
         )));
     }
     if opts.rank == Some(0) || opts.conv_rank == Some(0) {
-        return Err(Error::Invalid(
-            "--rank and --conv-rank must be at least 1".into(),
+        let option = if opts.rank == Some(0) {
+            "rank"
+        } else {
+            "conv_rank"
+        };
+        return Err(Error::bad_option(option, "must be at least 1"));
+    }
+    if opts.method == MergeMethod::Svd && !opts.compat_peft && opts.rank.is_none() {
+        return Err(Error::bad_option(
+            "rank",
+            "the svd merge needs a target rank",
         ));
     }
     let factorwise = opts.compat_peft && opts.method != MergeMethod::Svd;
@@ -364,13 +388,14 @@ fn validate(inputs: &[MergeInput<'_>], opts: &MergeOptions) -> Result<Option<Rec
         && (opts.rank.is_some() || opts.conv_rank.is_some())
     {
         let why = if opts.method == MergeMethod::Cat {
-            "cat keeps the summed rank Σrᵢ; use sum with --rank to truncate"
+            "cat keeps the summed rank Σrᵢ; use sum with a rank to truncate"
         } else {
             "PEFT's factor-wise merge keeps the inputs' rank"
         };
-        return Err(Error::Invalid(format!(
-            "--rank does not apply to {method}: {why}"
-        )));
+        return Err(Error::bad_option(
+            "rank",
+            format!("does not apply to {method}: {why}"),
+        ));
     }
     if let Some(q) = opts.clamp_quantile {
         if opts.method != MergeMethod::Svd {
@@ -386,23 +411,28 @@ fn validate(inputs: &[MergeInput<'_>], opts: &MergeOptions) -> Result<Option<Rec
     }
     if !opts.method.uses_density() {
         if opts.density.is_some() {
-            return Err(Error::Invalid(format!(
-                "--density applies to ties, dare_linear, dare_ties and magnitude_prune, not to {method}"
-            )));
+            return Err(Error::bad_option(
+                "density",
+                format!(
+                    "applies to ties, dare_linear, dare_ties and magnitude_prune, not to {method}"
+                ),
+            ));
         }
         return Ok(None);
     }
     let density = match opts.density {
         Some(d) if d > 0.0 && d <= 1.0 => d,
         Some(d) => {
-            return Err(Error::Invalid(format!(
-                "--density {d} must be in (0, 1] (the fraction of entries kept)"
-            )))
+            return Err(Error::bad_option(
+                "density",
+                format!("{d} must be in (0, 1] (the fraction of entries kept)"),
+            ))
         }
         None => {
-            return Err(Error::Invalid(format!(
-                "{method} needs --density (the fraction of entries kept, e.g. 0.5)"
-            )))
+            return Err(Error::bad_option(
+                "density",
+                format!("{method} needs it (the fraction of entries kept, e.g. 0.5)"),
+            ))
         }
     };
     Ok(opts.method.recipe(density, opts.majority_sign))

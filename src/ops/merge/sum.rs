@@ -142,7 +142,7 @@ mod tests {
         assert_eq!(layer.rank(), 3);
         let (rows, cols) = (layer.out_features(), layer.down.numel() / 3);
         let exact = dense_weighted_sum(&inputs, &opts.weights, "q");
-        let sigma = dense_singular_values(&exact, rows, cols);
+        let sigma = singular_values(&exact, rows, cols);
         let dropped: f64 = sigma[3..].iter().map(|s| s * s).sum();
         let err_sq: f64 = dense_delta(layer)
             .iter()

@@ -6,7 +6,6 @@ use super::plan::{load_terms, plan, Term};
 use super::{MajoritySign, MergeInput, MergeMethod, MergeOptions};
 use crate::adapter::{Adapter, AdapterMeta, LayerKind, LoraLayer};
 use crate::tensor::{DType, Tensor};
-use faer::Mat;
 
 /// `len` pseudo-normal values (xorshift64* + Box–Muller), deterministic per seed.
 pub(crate) fn gaussian(len: usize, seed: u64) -> Vec<f32> {
@@ -154,22 +153,7 @@ pub(crate) fn equal_rank_adapters() -> (Adapter, Adapter) {
     (a, b)
 }
 
-/// `(alpha / r) · up · down`, row-major `out × cols`, by plain loops in f64.
-pub(crate) fn dense_delta(layer: &LoraLayer) -> Vec<f64> {
-    let (up, down, rank) = (layer.up.to_f64(), layer.down.to_f64(), layer.rank());
-    let rows = layer.out_features();
-    let cols = down.len() / rank;
-    let scale = layer.alpha / rank as f64;
-    let mut out = vec![0.0; rows * cols];
-    for i in 0..rows {
-        for l in 0..rank {
-            for j in 0..cols {
-                out[i * cols + j] += scale * up[i * rank + l] * down[l * cols + j];
-            }
-        }
-    }
-    out
-}
+pub(crate) use crate::testing::{dense_delta, dense_svd, rel_fro_diff, singular_values};
 
 /// `Σ wᵢ·ΔWᵢ` over the inputs holding `path`.
 pub(crate) fn dense_weighted_sum(
@@ -188,31 +172,6 @@ pub(crate) fn dense_weighted_sum(
         }
     }
     out
-}
-
-/// `‖a − b‖_F / ‖b‖_F`.
-pub(crate) fn rel_fro_diff(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len(), "shapes differ");
-    let diff: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
-    let norm: f64 = b.iter().map(|y| y * y).sum();
-    (diff / norm).sqrt()
-}
-
-/// Dense thin SVD in f64 (faer): `U` row-major `rows × k`, `S`, `Vᵀ` row-major `k × cols`.
-pub(crate) fn dense_svd(dense: &[f64], rows: usize, cols: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let mat = Mat::<f64>::from_fn(rows, cols, |i, j| dense[i * cols + j]);
-    let svd = mat.thin_svd().expect("reference SVD converges");
-    let k = rows.min(cols);
-    let s: Vec<f64> = svd.S().column_vector().iter().copied().collect();
-    let u = (0..rows * k).map(|x| svd.U()[(x / k, x % k)]).collect();
-    let vt = (0..k * cols)
-        .map(|x| svd.V()[(x % cols, x / cols)])
-        .collect();
-    (u, s, vt)
-}
-
-pub(crate) fn dense_singular_values(dense: &[f64], rows: usize, cols: usize) -> Vec<f64> {
-    dense_svd(dense, rows, cols).1
 }
 
 /// The op's own loaded terms of one module (for kernel-level checks).
