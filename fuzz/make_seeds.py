@@ -278,7 +278,8 @@ def shard_indexes():
 
 def build(out):
     seeds = {t: {} for t in ["safetensors", "gguf", "peft_config", "kohya", "diffusers", "peft",
-                             "gguf_adapter", "registry_json", "sharded_index"]}
+                             "gguf_adapter", "registry_json", "sharded_index", "lycoris_kohya",
+                             "lycoris_peft", "remote_replies"]}
     fx = lambda *p: os.path.join(FIX, *p)
 
     kohya_files = ["gen_sd15_kohya.safetensors", "gen_sdxl_kohya.safetensors",
@@ -343,6 +344,41 @@ def build(out):
          ("scalar", "F32", [], floats(1, 5))], {"format": "pt", "k": "v\u00e9"})
     seeds["safetensors"]["kohya"] = seeds["kohya"]["gen_sd15_kohya"]
     seeds["safetensors"]["peft"] = peft_seed(fx("peft", "dora", "adapter_model.safetensors"))
+
+    # LyCORIS: the small kohya-layout files whole (hada_/lokr_/lora_mid/dora_scale keys, made by
+    # LyCORIS itself), the SD 1.5 ones cut to their smallest modules; PEFT LOHA/LOKR directories
+    lyco = os.path.join("lycoris")
+    for f in sorted(os.listdir(fx(lyco))):
+        if not f.endswith(".safetensors") or f.endswith(".ref.safetensors"):
+            continue
+        path = fx(lyco, f)
+        name = f.replace(".safetensors", "")
+        if os.path.getsize(path) <= 16_000:
+            seeds["lycoris_kohya"][name] = open(path, "rb").read()
+        else:
+            seeds["lycoris_kohya"][name] = kohya_seed(path)
+    for d in sorted(os.listdir(fx(lyco))):
+        if not os.path.isdir(fx(lyco, d)):
+            continue
+        config = open(fx(lyco, d, "adapter_config.json"), "rb").read()
+        weights = open(fx(lyco, d, "adapter_model.safetensors"), "rb").read()
+        seeds["lycoris_peft"][d] = struct.pack("<H", len(config)) + config + weights
+
+    # remote: challenges as registries send them, a Hub tree listing, references
+    for name, text in {
+        "bearer": 'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/x:pull"',
+        "basic": 'Basic realm="Registry Realm"',
+        "bearer_error": 'Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:o/r:pull,push",error="insufficient_scope"',
+        "hf_ref": "hf://owner/name@refs%2Fpr%2F1/sub/dir",
+        "oci_ref": "oci://localhost:5000/team/adapter@sha256:" + "ab" * 32,
+        "oci_tag": "oci://ghcr.io/o/r:v1",
+        "tree": json.dumps([
+            {"type": "file", "oid": "a" * 40, "size": 618, "path": "adapter_config.json"},
+            {"type": "file", "oid": "b" * 40, "size": 8864, "path": "adapter_model.safetensors",
+             "lfs": {"oid": "c" * 64, "size": 8864, "pointerSize": 134}},
+            {"type": "directory", "oid": "d" * 40, "size": 0, "path": "sub"}]),
+    }.items():
+        seeds["remote_replies"][name] = text.encode()
 
     for name, doc in registry_docs().items():
         seeds["registry_json"][name] = json.dumps(doc, indent=2).encode()

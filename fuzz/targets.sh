@@ -13,6 +13,9 @@ peft           adapter        18000
 gguf_adapter   gguf           30000
 registry_json  registry       150000
 sharded_index  sharded_index  50000
+lycoris_kohya  lycoris        8000
+lycoris_peft   lycoris        8000
+remote_replies remote         150000
 "
 declare -A FUZZ_DICT FUZZ_CI_RUNS
 FUZZ_TARGETS=()

@@ -7,10 +7,13 @@ use loratool_fuzz::{assert_names_file, assert_same_adapter, run, Tolerance};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| run(data, |data, scratch| {
     let path = scratch.write("in.safetensors", data);
-    let adapter = match diffusers::read(&path, ReadOptions {
-        skip_unknown: true,
-        ..ReadOptions::default()
-    }) {
+    let adapter = match diffusers::read(
+        &path,
+        ReadOptions {
+            skip_unknown: true,
+            ..ReadOptions::default()
+        },
+    ) {
         Ok(a) => a,
         Err(e) => return assert_names_file(&e, &path),
     };

@@ -3,9 +3,7 @@
 //! tensors.
 #![no_main]
 use indexmap::IndexMap;
-use loratool::io::gguf::{
-    write_gguf, GgufFile, GgufValue, PendingGgufTensor, MAX_WRITE_ALIGNMENT,
-};
+use loratool::io::gguf::{write_gguf, GgufFile, GgufValue, PendingGgufTensor, MAX_WRITE_ALIGNMENT};
 use loratool_fuzz::{assert_names_file, run};
 use std::borrow::Cow;
 

@@ -37,6 +37,23 @@ pub fn bound(input_len: usize) -> Bound {
     let peak = input_len
         .saturating_mul(PEAK_PER_BYTE)
         .saturating_add(PEAK_SLACK);
+    bound_bytes(single, peak)
+}
+
+/// The bound of a reader whose output is legitimately quadratic in its input: a LyCORIS LoKr
+/// module's exact LoRA has `rank(W₁)·rank(W₂)` columns, so `n` bytes of Kronecker factors can
+/// become ~`n²/16` bytes of LoRA (a real 9.3 KB SD 1.5 LoKr file makes a 64 MiB allocation).
+/// `n²` bytes for one allocation and `4·n²` live, capped at 1 GiB / 2 GiB (fuzz inputs are
+/// small, so the caps only bind on the crafted expansions they are there to catch).
+pub fn bound_quadratic(input_len: usize) -> Bound {
+    let sq = input_len.saturating_mul(input_len);
+    bound_bytes(
+        sq.saturating_add(SINGLE_SLACK).min(1 << 30),
+        sq.saturating_mul(4).saturating_add(PEAK_SLACK).min(2 << 30),
+    )
+}
+
+fn bound_bytes(single: usize, peak: usize) -> Bound {
     BASELINE.store(LIVE.load(Relaxed), Relaxed);
     PEAK_LIMIT.store(isize::try_from(peak).unwrap_or(isize::MAX), Relaxed);
     SINGLE_LIMIT.store(single, Relaxed);

@@ -7,6 +7,7 @@
 
 pub mod alloc;
 pub mod compare;
+pub mod readers;
 pub mod scratch;
 
 pub use compare::{assert_same_adapter, Tolerance};
@@ -15,6 +16,15 @@ pub use scratch::Scratch;
 /// Run `body` on one input with the allocation bounds of [`alloc`] armed and a clean scratch
 /// directory.
 pub fn run(data: &[u8], body: impl FnOnce(&[u8], &Scratch)) {
+    run_with(data, alloc::bound, body)
+}
+
+/// [`run`] with the quadratic bound of [`alloc::bound_quadratic`] (LyCORIS conversions).
+pub fn run_quadratic(data: &[u8], body: impl FnOnce(&[u8], &Scratch)) {
+    run_with(data, alloc::bound_quadratic, body)
+}
+
+fn run_with(data: &[u8], arm: fn(usize) -> alloc::Bound, body: impl FnOnce(&[u8], &Scratch)) {
     static HOOK: std::sync::Once = std::sync::Once::new();
     HOOK.call_once(|| {
         // reporting a panic (a backtrace) allocates freely: disarm the bounds first
@@ -27,7 +37,7 @@ pub fn run(data: &[u8], body: impl FnOnce(&[u8], &Scratch)) {
     let scratch = Scratch::get();
     scratch.clear();
     {
-        let _bound = alloc::bound(data.len());
+        let _bound = arm(data.len());
         body(data, scratch);
     }
     scratch.clear();
