@@ -5,7 +5,6 @@
 //! injection) and tests/hub_server/fake_registry.py (an OCI registry over a store's layout).
 
 mod remote_support;
-#[allow(dead_code)]
 mod robust;
 
 use remote_support::*;
