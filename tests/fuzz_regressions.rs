@@ -39,6 +39,18 @@ fn read_as(target: &str, path: &Path) -> Result<(), String> {
                 .map(drop)
                 .map_err(|e| e.to_string());
         }
+        "remote_replies" => {
+            // a reference that parses must print as one that parses (the test below checks
+            // the text); here: parsing never panics
+            let text = String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned();
+            for s in [format!("hf://{text}"), format!("oci://{text}")] {
+                if let Some(Ok(r)) = loratool::remote::RemoteRef::parse(&s) {
+                    assert!(loratool::remote::RemoteRef::parse(&r.to_string())
+                        .is_some_and(|r| r.is_ok()));
+                }
+            }
+            return Ok(());
+        }
         other => panic!("no reader for fuzz target {other}"),
     };
     r.map_err(|e| {
@@ -127,4 +139,42 @@ fn gguf_writer_refuses_a_gigabyte_alignment() {
         .to_string();
     assert!(e.contains("larger than"), "{e}");
     assert!(!out.exists());
+}
+
+/// `hf://o/n@r...%25{{Fe` names the revision `r...%{{Fe`; printing the reference wrote the `%`
+/// unescaped, so the printed reference (what `pull --json` and errors show, and what a user
+/// copies) no longer parsed. Found by the `remote_replies` target.
+#[test]
+fn a_hub_revision_holding_a_percent_sign_prints_as_a_reference_that_parses() {
+    use loratool::remote::RemoteRef;
+    let text = String::from_utf8(
+        std::fs::read(fuzz_fixture("remote_replies-hf-revision-percent")).unwrap(),
+    )
+    .unwrap();
+    let s = format!("hf://{text}");
+    let Some(Ok(RemoteRef::Hub(r))) = RemoteRef::parse(&s) else {
+        panic!("{s} does not parse");
+    };
+    assert!(
+        r.revision.as_deref().unwrap().ends_with("55%{{Fe"),
+        "{:?}",
+        r.revision
+    );
+    let shown = r.to_string();
+    assert_eq!(
+        shown, s,
+        "printed as given (the input escapes its % as %25)"
+    );
+    let Some(Ok(RemoteRef::Hub(again))) = RemoteRef::parse(&shown) else {
+        panic!("{shown} does not parse");
+    };
+    assert_eq!(again.revision, r.revision);
+    // and a revision with '/' and '%' together
+    let r2 = r.at("refs/pr/1%");
+    let shown = r2.to_string();
+    assert!(shown.contains("@refs%2Fpr%2F1%25"), "{shown}");
+    let Some(Ok(RemoteRef::Hub(again))) = RemoteRef::parse(&shown) else {
+        panic!("{shown} does not parse");
+    };
+    assert_eq!(again.revision.as_deref(), Some("refs/pr/1%"));
 }
