@@ -5,7 +5,14 @@
 //!     cargo bench --bench gguf_ops
 //!
 //! Environment: `LORATOOL_BENCH_DIR` (default /tmp/loratool-bench; the ~1 GB model and the
-//! adapter are generated there on first use), `LORATOOL_BENCH_RUNS` (default 3).
+//! adapter are generated there on first use), `LORATOOL_BENCH_RUNS` (default 3),
+//! `LORATOOL_BENCH_CASES` (comma-separated name prefixes of the cases to run, e.g.
+//! `cp,bake,llama`; default all), `LORATOOL_LLAMA_BIN` (directory of llama.cpp's tools, default
+//! /work/cache/llama-cpp/bin: when `llama-export-lora` is there, the adapter is converted to a
+//! GGUF LoRA once, untimed, and both loratool and `llama-export-lora` bake that same file).
+//!
+//! Runs are interleaved (each round runs every case once), so a change in machine load
+//! affects all cases alike.
 //!
 //! Model: llama architecture, hidden 2048, 16 heads (4 KV heads), feed-forward 5632, 8 blocks,
 //! vocabulary 32000, F16 matrices and F32 norms (491 M parameters, 983 MB). Adapter: PEFT,
@@ -225,23 +232,98 @@ fn main() -> Res<()> {
             ],
         ),
     ];
+    // the same adapter as a GGUF LoRA, for llama-export-lora and loratool alike
+    let llama_bin = std::env::var_os("LORATOOL_LLAMA_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/work/cache/llama-cpp/bin"));
+    let export_lora = llama_bin.join("llama-export-lora");
+    let mut cases = cases;
+    if export_lora.exists() {
+        let gguf_adapter = p("adapter_f16.gguf");
+        timed(&[
+            bin,
+            "convert",
+            &a,
+            "--to",
+            "gguf",
+            "--base",
+            &m,
+            "--dtype",
+            "f16",
+            "-o",
+            &gguf_adapter,
+        ])?;
+        cases.push((
+            "bake gguf-lora, loratool".into(),
+            vec![
+                bin.into(),
+                "bake".into(),
+                m.clone(),
+                gguf_adapter.clone(),
+                "-o".into(),
+                p("baked_lt.gguf"),
+            ],
+        ));
+        cases.push((
+            "bake gguf-lora, llama-export-lora".into(),
+            vec![
+                export_lora.to_string_lossy().into_owned(),
+                "-m".into(),
+                m.clone(),
+                "--lora".into(),
+                gguf_adapter.clone(),
+                "-o".into(),
+                p("baked_llama.gguf"),
+            ],
+        ));
+    } else {
+        eprintln!(
+            "{} not found: the llama-export-lora comparison is skipped",
+            export_lora.display()
+        );
+    }
+    let wanted = std::env::var("LORATOOL_BENCH_CASES").unwrap_or_default();
+    let wanted: Vec<&str> = wanted
+        .split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .collect();
+    cases.retain(|(name, _)| wanted.is_empty() || wanted.iter().any(|w| name.starts_with(w)));
     println!(
-        "model {} ({size_mb:.0} MB), {runs} runs each",
-        model.display()
+        "model {} ({size_mb:.0} MB), {runs} runs each, load average {}",
+        model.display(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     println!(
         "{:<26} {:>10} {:>10} {:>12}",
         "operation", "median s", "MB/s in", "peak RSS"
     );
-    for (name, args) in &cases {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut secs = Vec::new();
-        let mut rss = Vec::new();
-        for _ in 0..runs {
+    let mut samples: Vec<(Vec<f64>, Vec<f64>)> = cases.iter().map(|_| Default::default()).collect();
+    for _ in 0..runs {
+        for ((_, args), (secs, rss)) in cases.iter().zip(&mut samples) {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let (s, r) = timed(&args)?;
             secs.push(s);
             rss.push(r);
+            // outputs are removed once timed (disk space), except the Q4_K model later cases read
+            if let Some(out) = args.last().filter(|o| **o != q4k) {
+                let _ = std::fs::remove_file(out);
+            }
         }
+    }
+    let median_of = |prefix: &str| {
+        cases
+            .iter()
+            .position(|(n, _)| n == prefix)
+            .map(|i| median(samples[i].0.clone()))
+    };
+    let (lt, llama) = (
+        median_of("bake gguf-lora, loratool"),
+        median_of("bake gguf-lora, llama-export-lora"),
+    );
+    for ((name, _), (secs, rss)) in cases.iter().zip(samples) {
         let input_mb = if name.contains("q4_k") && name.starts_with("bake") {
             std::fs::metadata(&q4k)?.len() as f64 / 1e6
         } else if name.starts_with("convert") {
@@ -256,5 +338,17 @@ fn main() -> Res<()> {
             rss.iter().cloned().fold(0.0, f64::max)
         );
     }
+    if let (Some(lt), Some(llama)) = (lt, llama) {
+        println!(
+            "bake of the GGUF LoRA: loratool {:.2}x llama-export-lora's speed",
+            llama / lt
+        );
+    }
+    println!(
+        "load average at end: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
     Ok(())
 }

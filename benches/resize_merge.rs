@@ -152,6 +152,16 @@ const VARIANTS: &[Variant] = &[
         baseline: Some("merge_svd_r16_dense"),
     },
     Variant {
+        name: "merge_svd_r32_r64_to_16_loratool",
+        op: Op::MergeSvd,
+        imp: Impl::Loratool,
+        inputs: &["sdxl_r32.safetensors", "sdxl_r64.safetensors"],
+        rank: MERGE_RANK,
+        sd15: false,
+        reference: None,
+        baseline: None,
+    },
+    Variant {
         name: "merge_svd_r16_dense",
         op: Op::MergeSvd,
         imp: Impl::Dense,

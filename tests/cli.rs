@@ -18,7 +18,7 @@ fn exit_codes_separate_usage_errors_from_runtime_errors() {
     );
     let o = loratool(&["convert", "x", "--to", "onnx", "-o", "y"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("expected peft, diffusers, kohya or gguf"));
+    assert!(stderr(&o).contains("expected peft, diffusers, kohya, gguf, comfy"));
     let o = loratool(&["info", "/nonexistent/adapter.safetensors"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -259,4 +259,31 @@ fn a_missing_base_model_is_reported_with_the_flag_that_gives_it() {
     .unwrap();
     assert_eq!(v["modules"], 14);
     assert_eq!(v["ranks"][0]["rank"], 4);
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loratool"))
+        .args([
+            "info",
+            fixture("kohya/sd15_lora_r4_a2_c3lier.safetensors")
+                .to_str()
+                .unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // the reader goes away before loratool prints (as `| head -0` would)
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        o.status.success() || o.status.signal() == Some(13),
+        "{:?} {err}",
+        o.status
+    );
 }

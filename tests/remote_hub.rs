@@ -491,3 +491,53 @@ fn a_gguf_adapter_is_pushed_as_is() {
         "{card}"
     );
 }
+
+#[test]
+fn remote_references_merge_exactly_and_the_saved_lineage_pins_their_commits() {
+    if !have_huggingface_hub() {
+        return;
+    }
+    let hub = HubServer::start(&[]);
+    let env = Env::new(&hub.endpoint);
+    let (a, b) = (fixture("peft/plain"), fixture("peft/plain2"));
+    let oid_a = env.python_ok(UPLOAD, &[WRITE_TOKEN, "alice/a", a.to_str().unwrap()]);
+    let oid_b = env.python_ok(UPLOAD, &[WRITE_TOKEN, "alice/b", b.to_str().unwrap()]);
+    let out = env.store().with_file_name("merged");
+    env.loratool_ok(&[
+        "merge",
+        "hf://alice/a",
+        "hf://alice/b",
+        "--weights",
+        "0.7,0.3",
+        "-o",
+        out.to_str().unwrap(),
+        "--save",
+        "acme/merged:v1",
+    ]);
+    // the merged ΔW equals the dense weighted sum of the local originals
+    let read = |p: &Path| {
+        loratool::adapter::codec::read_adapter(p, None, &Default::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    let (la, lb, merged) = (read(&a), read(&b), read(&out));
+    assert_eq!(
+        merged.layers.len(),
+        la.layers.len(),
+        "plain2 targets a subset of plain"
+    );
+    for (name, layer) in &merged.layers {
+        let mut terms = vec![(&la.layers[name], 0.7)];
+        terms.extend(lb.layers.get(name).map(|l| (l, 0.3)));
+        let err = loratool::testing::layer_rel_diff(layer, &terms);
+        assert!(err < 1e-5, "{name}: rel. error {err}");
+    }
+    // the lineage names both remote inputs at the commits they resolved to
+    let show = env.loratool_ok(&["show", "acme/merged:v1", "--json"]);
+    for (repo, oid) in [("alice/a", &oid_a), ("alice/b", &oid_b)] {
+        assert!(show.contains(repo), "{repo} missing from lineage: {show}");
+        assert!(
+            show.contains(oid.trim()),
+            "{oid} not pinned in lineage: {show}"
+        );
+    }
+}

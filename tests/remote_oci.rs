@@ -287,3 +287,73 @@ fn a_server_that_is_not_a_registry_is_named_as_such() {
         );
     }
 }
+
+#[test]
+fn credential_helpers_from_the_docker_config_are_asked_like_docker_asks_them() {
+    if !have_registry_tools() {
+        return;
+    }
+    let (user, pass) = ("helped", "pw-from-helper-5d2e");
+    let reg = Registry::start(Some((user, pass)));
+    let mut env = Env::new("http://127.0.0.1:9");
+    env.loratool_ok(&[
+        "add",
+        fixture("peft/plain").to_str().unwrap(),
+        "--name",
+        "acme/plain:v1",
+    ]);
+    // helpers speaking docker-credential-helpers' protocol: `get`, server on stdin, JSON out
+    let bin = env.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let asked = env.dir.path().join("asked");
+    let helper = |name: &str, body: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        let p = bin.join(format!("docker-credential-{name}"));
+        std::fs::write(
+            &p,
+            format!("#!/bin/sh\n[ \"$1\" = get ] || exit 3\n{body}\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    helper(
+        "lt-good",
+        &format!(
+            "cat > {}\necho '{{\"ServerURL\":\"x\",\"Username\":\"{user}\",\"Secret\":\"{pass}\"}}'",
+            asked.display()
+        ),
+    );
+    helper(
+        "lt-empty",
+        "echo 'credentials not found in native keychain'; exit 1",
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    env.set("PATH", &path);
+    let docker = env.dir.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let cfg = |json: String| std::fs::write(docker.join("config.json"), json).unwrap();
+    let dest = format!("oci://{}/team/helped:v1", reg.addr);
+    // credsStore that has nothing for this registry: no credentials, the 401 is reported
+    cfg(r#"{"auths":{},"credsStore":"lt-empty"}"#.into());
+    let o = env.loratool(&["push", "acme/plain:v1", &dest]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("401"), "{}", stderr(&o));
+    // credHelpers for this registry wins over credsStore
+    cfg(format!(
+        r#"{{"auths":{{"{0}":{{}}}},"credsStore":"lt-empty","credHelpers":{{"{0}":"lt-good"}}}}"#,
+        reg.addr
+    ));
+    let out = env.loratool_ok(&["push", "acme/plain:v1", &dest, "--json"]);
+    assert!(!out.contains(pass));
+    assert_eq!(std::fs::read_to_string(&asked).unwrap().trim(), reg.addr);
+    // a helper name that is a path is refused without running anything
+    cfg(r#"{"credsStore":"../../bin/sh"}"#.into());
+    let o = env.loratool(&["push", "acme/plain:v1", &dest]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not a plain name"), "{}", stderr(&o));
+    assert_eq!(any_file_contains(&env.store(), pass), None);
+}

@@ -203,6 +203,7 @@ fn failed_write_leaves_no_output_and_no_temp_file() {
         PendingTensor::from_tensor("a", &good),
         PendingTensor {
             written: None,
+            source: None,
             name: "b".into(),
             dtype: DType::F32,
             shape: vec![2],
@@ -225,6 +226,7 @@ fn failed_write_leaves_no_output_and_no_temp_file() {
     // a producer that returns the wrong byte count is caught too
     let short = vec![PendingTensor {
         written: None,
+        source: None,
         name: "c".into(),
         dtype: DType::F32,
         shape: vec![4],

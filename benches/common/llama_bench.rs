@@ -106,6 +106,64 @@ pub fn timed_stdout(args: &[&str]) -> Res<(f64, f64, String)> {
     ))
 }
 
+/// One timed child run: wall seconds, peak RSS (MiB), its CPU seconds (user + system) and
+/// the CPU seconds other processes used meanwhile (from /proc/stat).
+pub struct Timing {
+    pub secs: f64,
+    pub rss_mib: f64,
+    pub cpu_s: f64,
+    pub other_cpu_s: f64,
+    pub stdout: String,
+}
+
+/// [`timed_stdout`] with CPU accounting.
+pub fn timed_full(args: &[&str]) -> Res<Timing> {
+    let busy0 = machine_busy();
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "TIME %e %M %U %S"])
+        .args(args)
+        .output()?;
+    let busy = machine_busy() - busy0;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("{args:?} failed: {err}").into());
+    }
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("TIME "))
+        .ok_or("no /usr/bin/time output")?;
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse())
+        .collect::<Result<_, _>>()?;
+    let cpu_s = f.get(2).copied().unwrap_or(0.0) + f.get(3).copied().unwrap_or(0.0);
+    Ok(Timing {
+        secs: f[0],
+        rss_mib: f.get(1).copied().unwrap_or(0.0) / 1024.0,
+        cpu_s,
+        other_cpu_s: (busy - cpu_s).max(0.0),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    })
+}
+
+/// CPU seconds the machine has been busy, all cores (/proc/stat).
+fn machine_busy() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let total: f64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+    (total - idle) / 100.0
+}
+
 /// The median of a non-empty sample.
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

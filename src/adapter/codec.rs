@@ -3,6 +3,7 @@
 //! reading, writing and the registry's file lists all go through this one table, so adding a
 //! format is one entry here and they cannot disagree.
 
+use super::dit::{self, WriteLayout};
 use super::gguf::GgufBase;
 use super::{diffusers, gguf, kohya, peft, Adapter, Format, ReadOptions};
 use crate::error::{Error, Result};
@@ -27,7 +28,8 @@ pub struct WriteContext<'a> {
     /// `None` keeps each factor's float type.
     pub quant: Option<QuantType>,
     /// Called with the number of bytes written as the output grows.
-    pub progress: Option<&'a dyn Fn(u64)>,
+    /// (`Sync`: the safetensors writer produces tensors on several threads.)
+    pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
 }
 
 /// One format's entry.
@@ -46,22 +48,79 @@ pub struct Codec {
 
 /// Every format loratool knows, in detection priority order (ties in key counts go to the
 /// earlier entry).
-pub static CODECS: [Codec; 4] = [
+pub static CODECS: [Codec; 8] = [
     Codec {
         format: Format::Kohya,
         claims_dir: |_| false,
         claims_key: Some(|k| k.starts_with("lora_unet_") || k.starts_with("lora_te")),
-        read: |p, cx| kohya::read(p, cx.opts),
-        write: |a, p, cx| {
-            if p.is_dir() {
-                return Err(Error::Invalid(format!(
-                    "{} is a directory; kohya output is one .safetensors file (e.g. {}/lora.safetensors)",
-                    p.display(),
-                    p.display()
-                )));
+        read: |p, cx| {
+            if is_dit_file(p)? {
+                dit::read(p, cx.opts)
+            } else {
+                kohya::read(p, cx.opts)
             }
-            kohya::write(a, p, &progress_of(cx))
         },
+        write: |a, p, cx| {
+            single_file(p, "kohya")?;
+            if is_dit_adapter(a) {
+                dit::write(a, WriteLayout::Kohya, p, &progress_of(cx))
+            } else {
+                kohya::write(a, p, &progress_of(cx))
+            }
+        },
+        companions: &[],
+    },
+    Codec {
+        format: Format::Comfy,
+        claims_dir: |_| false,
+        claims_key: Some(|k| {
+            [
+                "diffusion_model.",
+                "text_encoders.",
+                "double_blocks.",
+                "single_blocks.",
+                "joint_blocks.",
+                "final_layer.",
+            ]
+            .iter()
+            .any(|p| k.starts_with(p))
+                && !k.contains(".processor.")
+        }),
+        read: |p, cx| dit::read(p, cx.opts),
+        write: |a, p, cx| {
+            single_file(p, "comfy")?;
+            dit::write(a, WriteLayout::Comfy, p, &progress_of(cx))
+        },
+        companions: &[],
+    },
+    Codec {
+        format: Format::OneTrainer,
+        claims_dir: |_| false,
+        claims_key: Some(|k| k.starts_with("lora_transformer_")),
+        read: |p, cx| dit::read(p, cx.opts),
+        write: |_, _, _| Err(read_only(Format::OneTrainer)),
+        companions: &[],
+    },
+    Codec {
+        format: Format::Xlabs,
+        claims_dir: |_| false,
+        claims_key: Some(|k| k.contains(".processor.") && k.contains("_lora")),
+        read: |p, cx| dit::read(p, cx.opts),
+        write: |_, _, _| Err(read_only(Format::Xlabs)),
+        companions: &[],
+    },
+    Codec {
+        format: Format::Lycoris,
+        claims_dir: |_| false,
+        // also LyCORIS modules on diffusers paths (ai-toolkit's `transformer.<path>.lokr_w1`)
+        claims_key: Some(|k| {
+            k.starts_with("lycoris_")
+                || k.starts_with("transformer.")
+                    && super::lycoris::split_key(k)
+                        .is_some_and(|(_, l)| super::lycoris::needs_conversion([l]))
+        }),
+        read: |p, cx| dit::read(p, cx.opts),
+        write: |_, _, _| Err(read_only(Format::Lycoris)),
         companions: &[],
     },
     Codec {
@@ -97,6 +156,43 @@ pub static CODECS: [Codec; 4] = [
         companions: &[],
     },
 ];
+
+/// kohya / ComfyUI outputs are one file.
+fn single_file(p: &Path, what: &str) -> Result<()> {
+    if p.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{} is a directory; {what} output is one .safetensors file (e.g. {}/lora.safetensors)",
+            p.display(),
+            p.display()
+        )));
+    }
+    Ok(())
+}
+
+fn read_only(f: Format) -> Error {
+    Error::Invalid(format!(
+        "loratool reads the {f} layout but does not write it; write kohya or comfy (ComfyUI, Forge, sd-scripts) or diffusers (diffusers, ai-toolkit) instead"
+    ))
+}
+
+/// A kohya-named file whose modules are Flux / SD3 ones (read through `adapter::dit`).
+fn is_dit_file(p: &Path) -> Result<bool> {
+    let file = SafetensorsFile::open(p)?;
+    Ok(dit::looks_like_dit(
+        file.tensors().keys().map(|k| k.as_str()),
+    ))
+}
+
+/// An adapter for Flux / SD3 rather than SD 1.x / SDXL (a CLIP-L-only adapter stays SD unless
+/// it says otherwise).
+fn is_dit_adapter(a: &Adapter) -> bool {
+    let own = a
+        .meta
+        .family
+        .as_deref()
+        .is_some_and(|f| crate::formats::dit::FAMILIES.contains(&f));
+    dit::guess_family(a).is_some() && (own || kohya::family_for(a).is_err())
+}
 
 fn progress_of<'a>(cx: &'a WriteContext<'_>) -> impl Fn(u64) + 'a {
     move |n| {
@@ -249,6 +345,36 @@ mod tests {
         );
         let peft = ["base_model.model.x.lora_A.weight", "m.lora_embedding_A"];
         assert_eq!(format_of_keys(p, peft.into_iter()).ok(), Some(Format::Peft));
+        let cases: [(&[&str], Format); 5] = [
+            (
+                &[
+                    "diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight",
+                    "text_encoders.clip_l.transformer.text_model.encoder.layers.0.mlp.fc1.alpha",
+                ],
+                Format::Comfy,
+            ),
+            (
+                &[
+                    "lora_transformer_x_embedder.lora_down.weight",
+                    "lora_transformer_x_embedder.alpha",
+                    "lora_te1_text_model_encoder_layers_0_mlp_fc1.alpha",
+                ],
+                Format::OneTrainer,
+            ),
+            (
+                &["double_blocks.0.processor.qkv_lora1.down.weight"],
+                Format::Xlabs,
+            ),
+            (&["lycoris_context_embedder.lokr_w1"], Format::Lycoris),
+            (&["transformer.x_embedder.lokr_w1"], Format::Lycoris),
+        ];
+        for (keys, want) in cases {
+            assert_eq!(
+                format_of_keys(p, keys.iter().copied()).ok(),
+                Some(want),
+                "{keys:?}"
+            );
+        }
         assert!(format_of_keys(p, ["m.lora_down.weight"].into_iter()).is_err());
     }
 }

@@ -20,7 +20,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const WEIGHTS_FILE: &str = "pytorch_lora_weights.safetensors";
-pub const COMPONENTS: [&str; 4] = ["unet", "text_encoder", "text_encoder_2", "transformer"];
+pub const COMPONENTS: [&str; 5] = [
+    "unet",
+    "text_encoder",
+    "text_encoder_2",
+    "text_encoder_3",
+    "transformer",
+];
 pub const METADATA_KEY: &str = "lora_adapter_metadata";
 
 /// Split `unet.down_blocks.0...` into (`unet`, `down_blocks.0...`). Longest component first,
@@ -151,7 +157,9 @@ pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
         full: BTreeMap::new(),
         meta,
     };
-    adapter.meta.family = super::family::guess_sd_family(&adapter).map(str::to_string);
+    adapter.meta.family = super::family::guess_sd_family(&adapter)
+        .or_else(|| super::dit::guess_family(&adapter))
+        .map(str::to_string);
     Ok(adapter)
 }
 
@@ -210,7 +218,11 @@ fn component_config(component: &str, layers: &[(&str, &LoraLayer)]) -> Map<Strin
 
 /// Write `adapter` in the diffusers layout. `out` is a directory (the file inside is
 /// `pytorch_lora_weights.safetensors`) or a path ending in `.safetensors`.
-pub fn write(adapter: &Adapter, out: &Path, progress: &dyn Fn(u64)) -> Result<WriteReport> {
+pub fn write(
+    adapter: &Adapter,
+    out: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<WriteReport> {
     if !adapter.full.is_empty() {
         return Err(Error::Invalid(
             "the adapter carries fully trained tensors (modules_to_save), which the diffusers LoRA layout cannot hold".into(),

@@ -8,7 +8,8 @@
 //!   `j·r'..(j+1)·r'`, as sd-scripts saves `split_qkv` and its own fused conversions), each part
 //!   takes only its block: rank `r'`, same scale.
 //! - Fuse: `[s₁B₁A₁; …; s_JB_JA_J] = blockdiag(B₁…B_J)·[s₁A₁; …; s_JA_J]` (rank `Σrⱼ`, alpha =
-//!   rank, scale 1); when every part has the same `A` and scale, `[B₁; …; B_J]·A` (rank `r`,
+//!   rank, scale 1; when every part has the same scale `s`, `A` is stacked unscaled and the
+//!   alpha is `s·Σrⱼ`); when every part has the same `A` and scale, `[B₁; …; B_J]·A` (rank `r`,
 //!   alpha kept). A missing part is zero rows of `B` when the caller allows it.
 //! - Swap halves: Flux/SD3 `adaLN_modulation` rows are (shift, scale), diffusers'
 //!   `norm_out` is (scale, shift): exchange the two row halves of `B`.
@@ -254,13 +255,21 @@ pub fn fuse(module: &str, parts: &[FusePart<'_>], allow_missing: bool) -> Result
         (a0, up, r, first.alpha)
     } else {
         let rank: usize = present.iter().map(|l| l.rank()).sum();
+        // parts at one scale keep it (A unscaled, bit-exact copies); else each A takes its
+        // part's scale and the fused layer has scale 1
+        let common = first.scale();
+        let equal = present.iter().all(|l| l.scale() == common);
         let mut down = Vec::with_capacity(rank * per);
         let mut up = vec![0.0f32; total * rank];
         let (mut row, mut col) = (0, 0);
         for p in parts {
             if let Some(l) = p.layer {
-                let s = l.scale();
-                down.extend(l.down.to_f32().iter().map(|&x| (f64::from(x) * s) as f32));
+                if equal {
+                    down.extend(l.down.to_f32());
+                } else {
+                    let s = l.scale();
+                    down.extend(l.down.to_f32().iter().map(|&x| (f64::from(x) * s) as f32));
+                }
                 let (_, r, b) = up_rows(l);
                 for i in 0..p.rows {
                     up[(row + i) * rank + col..(row + i) * rank + col + r]
@@ -270,7 +279,12 @@ pub fn fuse(module: &str, parts: &[FusePart<'_>], allow_missing: bool) -> Result
             }
             row += p.rows;
         }
-        (down, up, rank, rank as f64)
+        let alpha = if equal {
+            common * rank as f64
+        } else {
+            rank as f64
+        };
+        (down, up, rank, alpha)
     };
     let mut dshape = first.down.shape().to_vec();
     dshape[0] = rank;

@@ -11,7 +11,7 @@ use super::lycoris;
 use super::{report_unknown, Adapter, AdapterMeta, Format, LayerKind, LoraLayer, ReadOptions};
 use crate::error::{Error, Result};
 use crate::formats::sd::{self, ModuleRow, SdTable};
-use crate::io::{write_safetensors, PendingTensor, SafetensorsFile, WriteReport};
+use crate::io::{stage_safetensors, PendingTensor, SafetensorsFile, WriteReport};
 use crate::tensor::{DType, Tensor};
 use indexmap::IndexMap;
 use std::collections::BTreeMap;
@@ -157,6 +157,8 @@ pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
     }
     meta.family = Some(family.to_string());
     meta.lycoris = resolved.origins;
+    meta.warnings
+        .extend(lycoris::truncation_warnings(&meta.lycoris));
     Ok(Adapter {
         layers: resolved.layers,
         full: BTreeMap::new(),
@@ -590,7 +592,11 @@ fn alpha_tensor(alpha: f64, dtype: DType) -> Result<Tensor> {
 }
 
 /// Write `adapter` as one kohya LoRA file.
-pub fn write(adapter: &Adapter, out: &Path, progress: &dyn Fn(u64)) -> Result<WriteReport> {
+pub fn write(
+    adapter: &Adapter,
+    out: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<WriteReport> {
     if !adapter.full.is_empty() {
         let names: Vec<&str> = adapter.full.keys().map(|s| s.as_str()).collect();
         return Err(Error::Invalid(format!(
@@ -639,23 +645,27 @@ pub fn write(adapter: &Adapter, out: &Path, progress: &dyn Fn(u64)) -> Result<Wr
         names.push((format!("{}.{ALPHA}", row.kohya), alpha));
     }
     let mut md = build_metadata(adapter, family);
-    let hashes = kohya_hashes(&names, &md)?;
-    md.insert("sshs_model_hash".into(), hashes.model.clone());
-    md.insert("sshs_legacy_hash".into(), hashes.legacy);
+    // The hashes go into the header, which is written last: the data region is written while
+    // it is hashed, under a header reserved with placeholders of the hashes' fixed widths.
+    let mut reserved = md.clone();
+    reserved.insert(MODEL_HASH.into(), "0".repeat(64));
+    reserved.insert(LEGACY_HASH.into(), "0".repeat(8));
     let pending: Vec<PendingTensor> = names
         .iter()
         .map(|(n, t)| PendingTensor::from_tensor(n.clone(), t))
         .collect();
-    let report = write_safetensors(out, &pending, Some(&md), progress)?;
-    if report.data_sha256 != hashes.model {
-        let _ = std::fs::remove_file(out);
-        return Err(Error::Invalid(format!(
-            "internal error: the written data hash {} differs from sshs_model_hash {}",
-            report.data_sha256, hashes.model
-        )));
-    }
-    Ok(report)
+    let (hashes, staged) = rayon::join(
+        || kohya_hashes(&names, &md),
+        || stage_safetensors(out, &pending, Some(&reserved), progress),
+    );
+    let (hashes, staged) = (hashes?, staged?);
+    md.insert(MODEL_HASH.into(), hashes.model);
+    md.insert(LEGACY_HASH.into(), hashes.legacy);
+    staged.finish(Some(&md))
 }
+
+const MODEL_HASH: &str = "sshs_model_hash";
+const LEGACY_HASH: &str = "sshs_legacy_hash";
 
 #[cfg(test)]
 mod tests {

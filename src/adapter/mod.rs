@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod diffusers;
+pub mod dit;
 pub mod family;
 mod format;
 pub mod fused;

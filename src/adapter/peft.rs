@@ -323,6 +323,8 @@ pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
         layers.insert(module.clone(), c.layer);
         meta.lycoris.insert(module, c.origin);
     }
+    meta.warnings
+        .extend(lycoris::truncation_warnings(&meta.lycoris));
     if layers.is_empty() {
         return Err(Error::malformed(&weights_path, "no LoRA tensors found"));
     }
@@ -331,7 +333,11 @@ pub fn read(path: &Path, opts: ReadOptions) -> Result<Adapter> {
 }
 
 /// Write `adapter` as a PEFT adapter directory for a transformers model.
-pub fn write(adapter: &Adapter, dir: &Path, progress: &dyn Fn(u64)) -> Result<WriteReport> {
+pub fn write(
+    adapter: &Adapter,
+    dir: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<WriteReport> {
     if adapter.layers.is_empty() {
         return Err(Error::Invalid("the adapter has no layers to write".into()));
     }

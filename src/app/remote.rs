@@ -230,7 +230,11 @@ impl Session<'_> {
             let out = match target {
                 Format::Peft => dir.path().to_path_buf(),
                 Format::Diffusers => dir.path().join("pytorch_lora_weights.safetensors"),
-                Format::Kohya => dir.path().join(format!("{}.safetensors", file_stem(source))),
+                Format::Kohya
+                | Format::Comfy
+                | Format::OneTrainer
+                | Format::Xlabs
+                | Format::Lycoris => dir.path().join(format!("{}.safetensors", file_stem(source))),
                 Format::Gguf => return Err(AppError::Usage(
                     "pushing with --to gguf needs the base model's config; convert first with `loratool convert <adapter> --to gguf --base <config.json|model.gguf> -o x.gguf --save name:tag` and push that".into(),
                 )),

@@ -1,6 +1,7 @@
 //! File containers. `io` knows bytes, headers and files, never LoRA math.
 
 pub mod atomic;
+pub mod copy;
 pub mod gguf;
 pub mod model;
 pub mod safetensors;
@@ -9,4 +10,7 @@ pub mod staging;
 
 pub use model::TensorStore;
 pub use safetensors::{SafetensorsFile, TensorInfo};
-pub use safetensors_write::{write_safetensors, PendingTensor, WriteReport};
+pub use safetensors_write::{
+    stage_safetensors, write_safetensors, write_safetensors_unsynced, FileSpan, PendingTensor,
+    StagedSafetensors, WriteReport,
+};

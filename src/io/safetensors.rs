@@ -37,6 +37,8 @@ impl TensorInfo {
 pub struct SafetensorsFile {
     path: PathBuf,
     map: Option<Arc<Mmap>>,
+    /// The open file behind `map`, for in-kernel copies of tensor bytes.
+    file: Option<File>,
     file_len: u64,
     header_len: u64,
     tensors: IndexMap<String, TensorInfo>,
@@ -59,6 +61,7 @@ impl SafetensorsFile {
         let map = Arc::new(map);
         let mut parsed = parse_header(path, &map, file_len)?;
         parsed.map = Some(map);
+        parsed.file = Some(file);
         Ok(parsed)
     }
 
@@ -83,6 +86,16 @@ impl SafetensorsFile {
     }
     pub fn info(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors.get(name)
+    }
+
+    /// Where one tensor's bytes are in the open file, for a writer to copy them in the kernel
+    /// (`None` for a file parsed from bytes rather than opened).
+    pub fn span(&self, name: &str) -> Option<crate::io::FileSpan<'_>> {
+        let info = self.tensors.get(name)?;
+        Some(crate::io::FileSpan {
+            file: self.file.as_ref()?,
+            offset: info.start as u64,
+        })
     }
 
     /// A zero-copy view of one tensor.
@@ -205,6 +218,7 @@ pub fn parse_header(path: &Path, bytes: &[u8], file_len: u64) -> Result<Safetens
     Ok(SafetensorsFile {
         path: path.to_path_buf(),
         map: None,
+        file: None,
         file_len,
         header_len,
         tensors,

@@ -119,6 +119,14 @@ impl TempFile {
         self.commit_as(&dest)
     }
 
+    /// Rename over `dest` without an fsync, returning the open file (the caller fsyncs it, and
+    /// the directory, before that directory is itself renamed into place).
+    pub fn commit_unsynced(self, dest: &Path) -> Result<File> {
+        self.file
+            .persist(dest)
+            .map_err(|e| Error::io(dest, e.error))
+    }
+
     /// [`TempFile::commit`] to another destination on the same filesystem (a content-addressed
     /// blob, whose name is known only once its bytes are).
     pub fn commit_as(self, dest: &Path) -> Result<()> {

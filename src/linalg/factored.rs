@@ -13,7 +13,9 @@
 //! no copy needed) and `up` `[out, r, 1, 1]` to `out × r`; the resulting `Vᵀ` reshapes back to
 //! `[k, in, kh, kw]`. This is exactly sd-scripts' `merge_conv` reshape.
 
-use super::layout::{check_matrix, element_count, narrow, widen};
+use super::gram_svd::{view_cols, view_rows_transposed, GramCore};
+use super::kernels::PaddedMatrix;
+use super::layout::{all_finite, check_matrix, element_count, narrow, widen};
 use super::low_rank::LowRankSvd;
 use crate::error::{Error, Result};
 use faer::linalg::matmul::matmul;
@@ -54,10 +56,100 @@ pub fn factored_svd_keeping(
     if m == 0 || n == 0 || rank == 0 {
         return Ok((LowRankSvd::empty(m, n), Vec::new()));
     }
-    let b = MatRef::from_row_major_slice(up, m, rank);
-    // Aᵀ as an n × rank view of the row-major rank × n buffer: no copy.
-    let at = MatRef::from_row_major_slice(down, rank, n).transpose();
-    let core = ProductCore::general(b, at)?;
+    let mut b = PaddedMatrix::for_gram_cols(m, rank);
+    for (i, row) in up.chunks_exact(rank).enumerate() {
+        b.row_mut(i).copy_from_slice(row);
+    }
+    let mut a = PaddedMatrix::for_gram_rows(rank, n);
+    for (j, row) in down.chunks_exact(n).enumerate() {
+        a.row_mut(j).copy_from_slice(row);
+    }
+    svd_of_product(&b, &a, keep)
+}
+
+/// [`factored_svd_keeping`] for factors decoded straight into the kernels' layout, without an
+/// intermediate copy: `fill_up(buf, stride)` writes the `m × rank` up factor and
+/// `fill_down(buf, stride)` the `rank × n` down factor, row-major, into zeroed buffers whose
+/// rows start `stride` values apart. The values are checked finite here.
+pub fn factored_svd_filled(
+    m: usize,
+    rank: usize,
+    n: usize,
+    fill_up: impl FnOnce(&mut [f32], usize),
+    fill_down: impl FnOnce(&mut [f32], usize),
+    keep: impl FnOnce(&[f64]) -> Result<usize>,
+) -> Result<(LowRankSvd, Vec<f64>)> {
+    element_count("lora up (B)", m, rank)?;
+    element_count("lora down (A)", rank, n)?;
+    if m == 0 || n == 0 || rank == 0 {
+        return Ok((LowRankSvd::empty(m, n), Vec::new()));
+    }
+    let mut b = PaddedMatrix::for_gram_cols(m, rank);
+    fill_up(&mut b.data, b.stride);
+    check_padded("lora up (B)", &b)?;
+    let mut a = PaddedMatrix::for_gram_rows(rank, n);
+    fill_down(&mut a.data, a.stride);
+    check_padded("lora down (A)", &a)?;
+    svd_of_product(&b, &a, keep)
+}
+
+/// Checks that every value of `x` is finite, naming the first one that is not.
+fn check_padded(what: &str, x: &PaddedMatrix) -> Result<()> {
+    if all_finite(&x.data) {
+        return Ok(());
+    }
+    match x.data.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(Error::Invalid(format!(
+            "{what}: value at row {}, column {} is {} (inputs must be finite)",
+            i / x.stride,
+            i % x.stride,
+            x.data[i]
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The exact SVD of `b·a` (`b` m × r, `a` r × n, both padded for the kernels) with vectors for
+/// the `keep(σ)` largest triplets: the Gram path when it is accurate for these factors, else
+/// Householder QRs (see [`super::gram_svd`]). Also returns all singular values. Signs are
+/// canonical ([`LowRankSvd::canonicalize_signs`]), so both paths give the same factors.
+pub(crate) fn svd_of_product(
+    b: &PaddedMatrix,
+    a: &PaddedMatrix,
+    keep: impl FnOnce(&[f64]) -> Result<usize>,
+) -> Result<(LowRankSvd, Vec<f64>)> {
+    let (mut svd, s) = svd_of_product_any_signs(b, a, keep)?;
+    svd.canonicalize_signs();
+    Ok((svd, s))
+}
+
+fn svd_of_product_any_signs(
+    b: &PaddedMatrix,
+    a: &PaddedMatrix,
+    keep: impl FnOnce(&[f64]) -> Result<usize>,
+) -> Result<(LowRankSvd, Vec<f64>)> {
+    let (m, r, n) = (b.rows, b.cols, a.cols);
+    // a Gram matrix of a factor with more columns than rows is singular: Householder only
+    if r <= m && r <= n {
+        if let Some(core) = GramCore::new(b, a)? {
+            let s = core.singular_values().to_vec();
+            let k = keep(&s)?;
+            return match core.into_svd(k, b, a) {
+                Some(svd) => Ok((svd, s)),
+                // same rank, chosen from values equal to f32 precision
+                None => householder_svd(b, a, |_| Ok(k)),
+            };
+        }
+    }
+    householder_svd(b, a, keep)
+}
+
+fn householder_svd(
+    b: &PaddedMatrix,
+    a: &PaddedMatrix,
+    keep: impl FnOnce(&[f64]) -> Result<usize>,
+) -> Result<(LowRankSvd, Vec<f64>)> {
+    let core = ProductCore::general(view_cols(b), view_rows_transposed(a))?;
     let s = core.singular_values().to_vec();
     let k = keep(&s)?;
     Ok((core.into_svd(k), s))
@@ -97,30 +189,25 @@ pub fn weighted_sum_svd_keeping(
     element_count("concatenated up", m, total_rank)?;
     element_count("concatenated down", total_rank, n)?;
 
-    // B_cat (m × R) and A_catᵀ (n × R), column blocks in term order. A_catᵀ's columns are
-    // the rows of the A factors, copied whole.
-    let mut b = Mat::<f32>::zeros(m, total_rank);
-    let mut at = Mat::<f32>::zeros(n, total_rank);
+    // B_cat (m × R) and A_cat (R × n), blocks in term order; the weights go on B in f64,
+    // rounded once to f32.
+    let mut b = PaddedMatrix::for_gram_cols(m, total_rank);
+    let mut a = PaddedMatrix::for_gram_rows(total_rank, n);
     let mut offset = 0;
     let mut finite = true;
     for &(weight, up, rank, down) in terms {
-        for j in 0..rank {
-            // contiguous writes down each column of B_cat; strided reads of row-major up
-            for (dst, &x) in b
-                .col_mut(offset + j)
-                .iter_mut()
-                .zip(up[j..].iter().step_by(rank))
-            {
-                let v = (weight * f64::from(x)) as f32;
-                finite &= v.is_finite();
-                *dst = v;
+        if rank > 0 {
+            for (i, row) in up.chunks_exact(rank).enumerate() {
+                let dst = &mut b.row_mut(i)[offset..offset + rank];
+                for (d, &x) in dst.iter_mut().zip(row) {
+                    let v = (weight * f64::from(x)) as f32;
+                    finite &= v.is_finite();
+                    *d = v;
+                }
             }
         }
         for (j, row) in down.chunks_exact(n.max(1)).enumerate().take(rank) {
-            at.col_mut(offset + j)
-                .iter_mut()
-                .zip(row)
-                .for_each(|(dst, &x)| *dst = x);
+            a.row_mut(offset + j).copy_from_slice(row);
         }
         offset += rank;
     }
@@ -133,10 +220,67 @@ pub fn weighted_sum_svd_keeping(
     if m == 0 || n == 0 || total_rank == 0 {
         return Ok((LowRankSvd::empty(m, n), Vec::new()));
     }
-    let core = ProductCore::general(b.as_ref(), at.as_ref())?;
-    let s = core.singular_values().to_vec();
-    let k = keep(&s)?;
-    Ok((core.into_svd(k), s))
+    svd_of_product(&b, &a, keep)
+}
+
+/// One term of [`weighted_sum_svd_filled`]: `weight · up · down` (rank `rank`), its factors
+/// written by callbacks straight into the kernels' buffers. `up(buf, stride, weight)` writes
+/// `weight · up` (`m × rank`, the product taken in f64 and rounded once to f32) row-major with
+/// rows `stride` apart, `down(buf, stride, 1.0)` the `rank × n` factor likewise; either may
+/// refuse the values (e.g. non-finite ones) with an error.
+pub struct FilledTerm<'a> {
+    pub weight: f64,
+    pub rank: usize,
+    pub up: &'a FillFactor<'a>,
+    pub down: &'a FillFactor<'a>,
+}
+
+/// See [`FilledTerm`].
+pub type FillFactor<'a> = dyn Fn(&mut [f32], usize, f64) -> Result<()> + 'a;
+
+/// [`weighted_sum_svd_keeping`] with the factors decoded by the caller directly into the
+/// concatenated buffers (no intermediate copy), weights applied as they are written.
+pub fn weighted_sum_svd_filled(
+    terms: &[FilledTerm<'_>],
+    m: usize,
+    n: usize,
+    keep: impl FnOnce(&[f64]) -> Result<usize>,
+) -> Result<(LowRankSvd, Vec<f64>)> {
+    let mut total_rank = 0usize;
+    for (i, t) in terms.iter().enumerate() {
+        if !t.weight.is_finite() {
+            return Err(Error::Invalid(format!(
+                "term {i}: weight {} is not finite",
+                t.weight
+            )));
+        }
+        total_rank = total_rank
+            .checked_add(t.rank)
+            .ok_or_else(|| Error::Invalid("sum of term ranks overflows usize".into()))?;
+    }
+    element_count("concatenated up", m, total_rank)?;
+    element_count("concatenated down", total_rank, n)?;
+    if m == 0 || n == 0 || total_rank == 0 {
+        return Ok((LowRankSvd::empty(m, n), Vec::new()));
+    }
+    let mut b = PaddedMatrix::for_gram_cols(m, total_rank);
+    let mut a = PaddedMatrix::for_gram_rows(total_rank, n);
+    let mut offset = 0;
+    for t in terms {
+        if t.rank == 0 {
+            continue;
+        }
+        (t.up)(&mut b.data[offset..], b.stride, t.weight)?;
+        (t.down)(&mut a.data[offset * a.stride..], a.stride, 1.0)?;
+        offset += t.rank;
+    }
+    // the inputs are finite (the callbacks check): only a weight can overflow a factor
+    if !all_finite(&b.data) {
+        return Err(Error::Invalid(
+            "weighted up factors overflow float32 (weights too large)".into(),
+        ));
+    }
+    svd_of_product(&b, &a, keep)
 }
 
 /// The left basis of a [`ProductCore`]: Householder reflectors of `B`'s QR, or `B` itself.

@@ -71,6 +71,47 @@ impl LowRankSvd {
         self.vt.truncate(rank * self.n);
     }
 
+    /// Gives every singular pair the sign that makes the largest-magnitude entry of its left
+    /// vector positive (the first such entry on ties), as scikit-learn's `svd_flip` does.
+    ///
+    /// Why: `(uⱼ, vⱼ)` and `(−uⱼ, −vⱼ)` are equally valid, and which one an SVD returns depends
+    /// on its algorithm and even its instruction set; a fixed rule makes the factors the same
+    /// whichever kernel computed them (it matters where values are used on their own, e.g. the
+    /// quantile clamp of kohya's svd merge).
+    pub fn canonicalize_signs(&mut self) {
+        let k = self.rank();
+        if k == 0 {
+            return;
+        }
+        // one pass over the row-major U: the entry of largest magnitude of every column
+        let mut best = vec![0f32; k];
+        for row in self.u.chunks_exact(k) {
+            for (b, &x) in best.iter_mut().zip(row) {
+                if x.abs() > b.abs() {
+                    *b = x;
+                }
+            }
+        }
+        let flip: Vec<bool> = best.iter().map(|&b| b < 0.0).collect();
+        if !flip.contains(&true) {
+            return;
+        }
+        for row in self.u.chunks_exact_mut(k) {
+            for (x, &f) in row.iter_mut().zip(&flip) {
+                if f {
+                    *x = -*x;
+                }
+            }
+        }
+        if self.n > 0 {
+            for (row, &f) in self.vt.chunks_exact_mut(self.n).zip(&flip) {
+                if f {
+                    row.iter_mut().for_each(|x| *x = -*x);
+                }
+            }
+        }
+    }
+
     /// `‖M‖_F² = Σ σᵢ²`.
     pub fn frob_norm_sq(&self) -> f64 {
         self.s.iter().map(|x| x * x).sum()
@@ -189,6 +230,24 @@ mod tests {
         assert_eq!(down.len(), 16);
         assert_eq!(&up[0..4], &[3.0, 0.0, 0.0, 0.0]);
         assert!(down[12..].iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn canonical_signs_make_the_largest_left_entry_positive_and_keep_the_product() {
+        // u columns (0.6, -0.8) and (0.8, 0.6); the first flips, the second stays
+        let mut svd = LowRankSvd {
+            u: vec![0.6, 0.8, -0.8, 0.6],
+            s: vec![2.0, 1.0],
+            vt: vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+            m: 2,
+            n: 3,
+        };
+        svd.canonicalize_signs();
+        assert_eq!(svd.u, vec![-0.6, 0.8, 0.8, 0.6]);
+        assert_eq!(svd.vt, vec![-1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
+        let again = svd.clone();
+        svd.canonicalize_signs();
+        assert_eq!(svd, again, "idempotent");
     }
 
     #[test]

@@ -13,16 +13,21 @@
 //! LoRA is handled by the caller as `down` reshaped to `r × (in·kh·kw)` and `up` to `out × r`.
 
 mod factored;
+mod gram_svd;
+mod kernels;
 mod layout;
 mod low_rank;
 mod product;
 mod quantile;
 mod randomized;
 mod rank_rules;
+mod sym_eig;
 
 pub use factored::{
-    factored_svd, factored_svd_keeping, weighted_sum_svd, weighted_sum_svd_keeping, WeightedTerm,
+    factored_svd, factored_svd_filled, factored_svd_keeping, weighted_sum_svd,
+    weighted_sum_svd_filled, weighted_sum_svd_keeping, FillFactor, FilledTerm, WeightedTerm,
 };
+pub use kernels::add_low_rank;
 pub use layout::{all_finite, sum_squares};
 pub use low_rank::{LowRankSvd, SvSplit};
 pub use product::dense_product_svd;

@@ -3,7 +3,11 @@
 //! Why selection: sd-scripts clamps merged/extracted factors to the 0.99 quantile of their
 //! values. `torch.quantile` sorts (O(n log n)) and refuses inputs above 2^24 elements
 //! (pytorch#67592), which breaks large modules. Two `select_nth_unstable` passes give the same
-//! two order statistics in O(n) with no size limit.
+//! two order statistics in O(n) with no size limit. The clamp, on every module of a merge,
+//! first narrows the search with a threshold taken from a sample (one read-only pass keeps the
+//! values at or above it), then selects among those few; the threshold is verified by count, so
+//! the result is the same order statistic exactly, and an unlucky sample only costs the plain
+//! selection.
 
 use crate::error::{Error, Result};
 
@@ -42,6 +46,21 @@ pub fn quantile_linear_in_place(values: &mut [f32], q: f64) -> Result<f32> {
         )));
     }
 
+    let (below, weight) = torch_rank(n, q);
+    let (_, nth, right) = values.select_nth_unstable_by(below, f32::total_cmp);
+    let low = *nth;
+    let high = if weight > 0.0 {
+        // The next order statistic is the minimum of everything after position `below`.
+        right.iter().copied().min_by(f32::total_cmp).unwrap_or(low)
+    } else {
+        low
+    };
+    Ok(torch_lerp(low, high, weight))
+}
+
+/// The position of the lower order statistic and the interpolation weight, as torch computes
+/// them for `n` float32 values (see [`quantile_linear_in_place`]).
+fn torch_rank(n: usize, q: f64) -> (usize, f32) {
     let last = n - 1;
     let q32 = q as f32;
     let (below, weight) = if n <= TORCH_MAX_ELEMENTS {
@@ -51,12 +70,77 @@ pub fn quantile_linear_in_place(values: &mut [f32], q: f64) -> Result<f32> {
         let rank = f64::from(q32) * last as f64;
         (rank.floor() as usize, (rank - rank.floor()) as f32)
     };
-    let below = below.min(last);
+    (below.min(last), weight)
+}
 
-    let (_, nth, right) = values.select_nth_unstable_by(below, f32::total_cmp);
+/// A key whose signed integer order is `f32::total_cmp`'s order.
+#[inline]
+fn total_key(x: f32) -> i32 {
+    let b = x.to_bits() as i32;
+    b ^ ((((b >> 31) as u32) >> 1) as i32)
+}
+
+/// [`quantile_linear`] of the concatenation of `parts`, without copying them when the sample
+/// threshold works (see the module documentation).
+fn quantile_of_parts(parts: &[&[f32]], q: f64) -> Result<f32> {
+    let n: usize = parts.iter().map(|p| p.len()).sum();
+    let fallback = || {
+        let mut all: Vec<f32> = Vec::with_capacity(n);
+        parts.iter().for_each(|p| all.extend_from_slice(p));
+        quantile_linear_in_place(&mut all, q)
+    };
+    const SAMPLES: usize = 1024;
+    if n < 16 * SAMPLES || !(0.0..=1.0).contains(&q) {
+        return fallback();
+    }
+    // NaN check as a non-short-circuiting fold (vectorises)
+    if parts
+        .iter()
+        .any(|p| p.iter().fold(false, |nan, x| nan | x.is_nan()))
+    {
+        return fallback(); // reports the NaN
+    }
+    let (below, weight) = torch_rank(n, q);
+    // sample keys, evenly spaced over the concatenation
+    let step = n / SAMPLES;
+    let mut sample: Vec<i32> = Vec::with_capacity(SAMPLES + parts.len());
+    let mut skip = 0usize;
+    for part in parts {
+        let mut i = skip;
+        while i < part.len() {
+            sample.push(total_key(part[i]));
+            i += step;
+        }
+        skip = i - part.len();
+    }
+    sample.sort_unstable();
+    let ns = sample.len() as f64;
+    let p = below as f64 / n as f64;
+    // a sample rank safely below the wanted one: 4 standard deviations of the sample count
+    let margin = 4.0 * (ns * p * (1.0 - p)).sqrt() + 2.0;
+    let j = (p * ns - margin).floor();
+    if j < 1.0 {
+        return fallback();
+    }
+    let threshold = sample[j as usize];
+    let mut count_below = 0usize;
+    let mut kept: Vec<f32> = Vec::with_capacity(n / 16);
+    for part in parts {
+        // counting is branch-free; the few values at or above the threshold are copied
+        count_below += part
+            .iter()
+            .map(|&x| usize::from(total_key(x) < threshold))
+            .sum::<usize>();
+        kept.extend(part.iter().copied().filter(|&x| total_key(x) >= threshold));
+    }
+    if count_below > below || kept.len() > n / 4 {
+        // the threshold is above the wanted rank (or barely filters): plain selection
+        return fallback();
+    }
+    let local = below - count_below;
+    let (_, nth, right) = kept.select_nth_unstable_by(local, f32::total_cmp);
     let low = *nth;
     let high = if weight > 0.0 {
-        // The next order statistic is the minimum of everything after position `below`.
         right.iter().copied().min_by(f32::total_cmp).unwrap_or(low)
     } else {
         low
@@ -80,13 +164,20 @@ fn torch_lerp(start: f32, end: f32, weight: f32) -> f32 {
 /// sd-scripts uses `q = 0.99`. As with `torch.clamp`, if `hi < 0` (so `lo > hi`) every value
 /// becomes `hi`.
 pub fn clamp_factors(up: &mut [f32], down: &mut [f32], q: f64) -> Result<f32> {
-    let mut all = Vec::with_capacity(up.len() + down.len());
-    all.extend_from_slice(up);
-    all.extend_from_slice(down);
-    let hi = quantile_linear_in_place(&mut all, q)?;
+    if up.is_empty() && down.is_empty() {
+        return Err(Error::Invalid("quantile of an empty set of values".into()));
+    }
+    if !(0.0..=1.0).contains(&q) {
+        return Err(Error::Invalid(format!(
+            "quantile q must be in [0, 1], got {q}"
+        )));
+    }
+    let hi = quantile_of_parts(&[up, down], q)?;
     let lo = -hi;
-    for x in up.iter_mut().chain(down.iter_mut()) {
-        *x = x.max(lo).min(hi);
+    for part in [up, down] {
+        for x in part.iter_mut() {
+            *x = x.max(lo).min(hi);
+        }
     }
     Ok(hi)
 }
@@ -145,6 +236,41 @@ mod tests {
             let expected = torch_lerp(sorted[lo], sorted[hi], w);
             assert_eq!(quantile(&values, q), expected, "q = {q}");
         }
+    }
+
+    #[test]
+    fn the_sampled_threshold_gives_the_same_order_statistics_as_a_sort() {
+        // large enough for the sampled path; spread values, heavy ties, all-equal, a spike of
+        // extremes at the top, negative-only, and signed zeros (total order: -0 < +0)
+        let gauss = super::super::test_util::gaussian(70_001, 9);
+        let ties: Vec<f32> = (0..50_000).map(|i| ((i * 7) % 13) as f32).collect();
+        let mut spike = super::super::test_util::gaussian(40_000, 3);
+        for x in spike.iter_mut().take(2_000) {
+            *x = 1e30;
+        }
+        let negative: Vec<f32> = gauss.iter().map(|x| -x.abs() - 1.0).collect();
+        let zeros: Vec<f32> = (0..40_000)
+            .map(|i| if i % 3 == 0 { -0.0 } else { 0.0 })
+            .collect();
+        for values in [gauss, ties, vec![2.5f32; 30_000], spike, negative, zeros] {
+            let (a, b) = values.split_at(values.len() / 3);
+            let mut sorted = values.clone();
+            sorted.sort_by(f32::total_cmp);
+            for q in [0.0, 0.01, 0.5, 0.97, 0.99, 0.999, 1.0] {
+                let (lo, w) = torch_rank(sorted.len(), q);
+                let hi = (lo + 1).min(sorted.len() - 1);
+                let expected = torch_lerp(sorted[lo], sorted[hi], w);
+                let got = quantile_of_parts(&[a, b], q).expect("valid");
+                assert_eq!(
+                    got.to_bits(),
+                    expected.to_bits(),
+                    "q = {q}: {got} vs {expected}"
+                );
+            }
+        }
+        let mut nan = super::super::test_util::gaussian(40_000, 4);
+        nan[39_999] = f32::NAN;
+        assert!(quantile_of_parts(&[&nan[..100], &nan[100..]], 0.99).is_err());
     }
 
     #[test]

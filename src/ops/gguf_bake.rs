@@ -15,8 +15,8 @@ use crate::adapter::{LayerKind, LoraLayer};
 use crate::error::{Error, Result};
 use crate::formats::gguf::{to_gguf, Transform};
 use crate::io::gguf::{write_gguf, GgufFile, GgufValue, PendingGgufTensor};
+use crate::linalg::add_low_rank;
 use crate::quant::{dequantize, quantize, QuantType};
-use rayon::prelude::*;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -75,18 +75,9 @@ fn delta_for(
 
 /// `w += Σ c·U·V`, rows in parallel.
 fn add_deltas(w: &mut [f32], cols: usize, deltas: &[Delta]) {
-    w.par_chunks_mut(cols).enumerate().for_each(|(i, row)| {
-        for d in deltas {
-            for k in 0..d.r {
-                let c = d.coef * d.u[i * d.r + k];
-                if c != 0.0 {
-                    for (x, y) in row.iter_mut().zip(&d.v[k * cols..(k + 1) * cols]) {
-                        *x += c * y;
-                    }
-                }
-            }
-        }
-    });
+    for d in deltas {
+        add_low_rank(w, cols, d.coef, &d.u, &d.v, d.r);
+    }
 }
 
 /// Bake `inputs` into `base`, writing `out`.

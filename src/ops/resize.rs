@@ -13,9 +13,9 @@ use super::schedule::par_map_largest_first;
 use crate::adapter::{Adapter, LayerKind, LoraLayer};
 use crate::error::{Error, Result};
 use crate::linalg::{
-    factored_svd_keeping, retention, select_rank, select_rank_kohya, RankRule, SvSplit,
+    factored_svd_filled, retention, select_rank, select_rank_kohya, RankRule, SvSplit,
 };
-use crate::tensor::Tensor;
+use crate::tensor::{decode_f32_rows, Tensor};
 
 #[derive(Clone, Debug)]
 pub struct ResizeOptions {
@@ -110,12 +110,16 @@ fn resize_layer(
     let old_rank = layer.rank();
     let out_features = layer.out_features();
     let cols = layer.down.numel() / old_rank;
-    let up = layer.up.to_f32();
-    let down = layer.down.to_f32();
     let full_len = out_features.min(cols);
     let mut new_rank = 0;
-    // only the kept singular vectors are formed: the rank is chosen from all the values first
-    let (svd, s) = factored_svd_keeping(&up, &down, out_features, old_rank, cols, |s| {
+    let (up, down) = (&layer.up, &layer.down);
+    // the factors are decoded straight into the kernels' buffers; only the kept singular
+    // vectors are formed: the rank is chosen from all the values first
+    let fill_up =
+        |buf: &mut [f32], stride| decode_f32_rows(up.dtype(), up.bytes(), old_rank, buf, stride);
+    let fill_down =
+        |buf: &mut [f32], stride| decode_f32_rows(down.dtype(), down.bytes(), cols, buf, stride);
+    let (svd, s) = factored_svd_filled(out_features, old_rank, cols, fill_up, fill_down, |s| {
         new_rank = if opts.kohya_compat {
             select_rank_kohya(s, full_len, opts.rule, cap)?
         } else {

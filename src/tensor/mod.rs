@@ -4,7 +4,9 @@
 mod convert;
 mod dtype;
 
-pub use convert::{decode_f32, decode_f64, encode_f32, encode_scalar_exact};
+pub use convert::{
+    decode_f32, decode_f32_into, decode_f32_rows, decode_f64, encode_f32, encode_scalar_exact,
+};
 pub use dtype::DType;
 
 use crate::error::{Error, Result};

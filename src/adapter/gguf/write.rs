@@ -249,6 +249,5 @@ pub fn write(
     Ok(WriteReport {
         bytes,
         tensors: tensors.len(),
-        data_sha256: String::new(),
     })
 }

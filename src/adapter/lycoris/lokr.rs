@@ -8,6 +8,11 @@
 //! truncation (Eckart–Young), from the two small SVDs alone. A factored `Wᵢ` (`_a·_b`, or the
 //! Tucker `lokr_t2`) takes the factored SVD; a full one a dense SVD of its own (small) size.
 //!
+//! Memory: with no rank asked for, the exact rank is kept up to
+//! [`unasked_rank_cap`](super::unasked_rank_cap) (factors at most half the dense ΔW, on modules
+//! of ≥ 2²⁰ weights); beyond it the optimal truncation is taken and reported, so reading a
+//! file never forms dense-sized factors unasked.
+//!
 //! Scale: `alpha / r` with `r` = `lokr_w2_b` rows, else `lokr_w1_b` rows. When both factors
 //! are full, LyCORIS and ComfyUI use scale 1 (LyCORIS stores alpha = dim then), while PEFT
 //! still applies `alpha / r`: [`Convention`](super::Convention) decides, and the origin says so.
@@ -163,9 +168,23 @@ pub(super) fn convert(module: &str, t: &ModuleTensors, opts: &Options) -> Result
         }
     }
     pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let keep = opts.max_rank.map_or(exact, |k| k.min(exact)).max(1);
+    // unasked, a LoKr is never turned into factors larger than half its dense ΔW
+    let cap = opts
+        .max_rank
+        .or_else(|| super::unasked_rank_cap(out, in_flat));
+    let keep = cap.map_or(exact, |k| k.min(exact)).max(1);
     let total: f64 = pairs.iter().map(|p| p.0 * p.0).sum();
     let dropped: f64 = pairs.iter().skip(keep).map(|p| p.0 * p.0).sum();
+    let capped_unasked = opts.max_rank.is_none() && exact > keep;
+    let note = match (note, capped_unasked) {
+        (n, false) => n,
+        (n, true) => Some(
+            n.map_or(String::new(), |n| format!("{n}; "))
+                + &format!(
+                    "exact rank {exact} capped at {keep} (factors at most half the dense {out}×{in_flat} ΔW; ask for a rank to choose)"
+                ),
+        ),
+    };
     let truncation = (exact > keep).then(|| Truncation {
         from: exact,
         to: keep,

@@ -172,6 +172,20 @@ impl Options {
     }
 }
 
+/// Modules with at least this many weights (`out·in·kh·kw`) get a rank cap when no rank is
+/// asked for (see [`unasked_rank_cap`]); below it exact factors are small in absolute terms.
+pub const RANK_CAP_MIN_ELEMENTS: usize = 1 << 20;
+
+/// The largest rank a conversion keeps when no rank was asked for: the rank at which the
+/// factors `(out + in)·r` hold half as many numbers as the dense `out × in` ΔW. A LoKr with
+/// both Kronecker factors full has an exact rank up to `min(out, in)`, whose LoRA factors would
+/// be larger than ΔW itself; above the cap it is truncated optimally (from the factors' SVDs)
+/// and the truncation is reported. `None`: no cap (small modules).
+pub fn unasked_rank_cap(out: usize, in_flat: usize) -> Option<usize> {
+    let dense = out.saturating_mul(in_flat);
+    (dense >= RANK_CAP_MIN_ELEMENTS).then(|| (dense / (2 * (out + in_flat))).max(1))
+}
+
 /// What was dropped by a truncation.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct Truncation {
@@ -252,6 +266,26 @@ pub fn summarize(origins: &BTreeMap<String, Origin>) -> Vec<Summary> {
         }
     }
     groups.into_values().collect()
+}
+
+/// One reader warning per module a conversion truncated (what, from which rank, how much of
+/// ΔW's energy was dropped), so a truncation is never silent.
+pub fn truncation_warnings(origins: &BTreeMap<String, Origin>) -> Vec<String> {
+    origins
+        .iter()
+        .filter_map(|(path, o)| {
+            o.truncation.map(|t| {
+                format!(
+                    "{path}: {} exact rank {} truncated to {} ({:.3e} of ΔW's squared Frobenius norm dropped){}",
+                    o.algorithm,
+                    t.from,
+                    t.to,
+                    t.dropped_energy,
+                    o.note.as_deref().map(|n| format!("; {n}")).unwrap_or_default()
+                )
+            })
+        })
+        .collect()
 }
 
 /// A module's tensors by local name (see [`split_key`]).

@@ -461,3 +461,37 @@ fn bad_modules_are_errors_naming_the_module() {
         );
     }
 }
+
+#[test]
+fn lokr_both_full_is_capped_optimally_when_no_rank_is_asked() {
+    // 1024×1024 from two full 32×32 factors: exact rank 1024 = full; the unasked cap keeps
+    // 1024·1024 / (2·2048) = 256, the 256 largest σᵢτⱼ (Eckart–Young), and reports it
+    let (w1, w2) = (tensor(&[32, 32], 60), tensor(&[32, 32], 61));
+    let t = module(vec![("lokr_w1", w1.clone()), ("lokr_w2", w2.clone())]);
+    assert_eq!(unasked_rank_cap(1024, 1024), Some(256));
+    let c = convert("lokr big", &t, &Options::lycoris()).unwrap();
+    assert_eq!(c.origin.exact_rank, 1024);
+    assert_eq!(c.layer.rank(), 256);
+    // the optimum from the small factors' singular values, independently of the conversion
+    let (s1, s2) = (d(&w1).sv(), d(&w2).sv());
+    let mut all: Vec<f64> = s1
+        .iter()
+        .flat_map(|a| s2.iter().map(move |b| a * b))
+        .collect();
+    all.sort_by(|a, b| b.total_cmp(a));
+    let total: f64 = all.iter().map(|x| x * x).sum();
+    let optimum: f64 = all.iter().skip(256).map(|x| x * x).sum();
+    let want = d(&w1).kron(&d(&w2));
+    let got = layer_delta(&c.layer).minus(&want).frob2();
+    assert!((got - optimum).abs() <= 1e-5 * total, "{got} vs {optimum}");
+    let tr = c.origin.truncation.expect("truncation reported");
+    assert_eq!((tr.from, tr.to), (1024, 256));
+    assert!((tr.dropped_energy - optimum / total).abs() < 1e-6);
+    assert!(c.origin.note.unwrap().contains("capped at 256"));
+    // an asked rank overrides the cap
+    let mut opts = Options::lycoris();
+    opts.max_rank = Some(600);
+    assert_eq!(convert("lokr big", &t, &opts).unwrap().layer.rank(), 600);
+    // small modules keep their exact rank
+    assert_eq!(unasked_rank_cap(8, 15), None);
+}

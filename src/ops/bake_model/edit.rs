@@ -6,6 +6,7 @@
 //! `fᵢ = mᵢ / ‖W₀ + ΔWᵢ‖_row`; one DoRA adapter alone gives `f ⊙ (W₀ + ΔW)`.
 
 use crate::adapter::LoraLayer;
+use crate::linalg::add_low_rank;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -101,26 +102,26 @@ pub fn apply_edits(w: &mut [f32], rows: usize, edits: &[Edit<'_>]) {
 fn add_delta(w: &mut [f32], cols: usize, layer: &LoraLayer, c: f32, transpose: bool) {
     let r = layer.rank();
     let (a, b) = (layer.down.to_f32(), layer.up.to_f32());
-    let a_cols = a.len() / r.max(1);
-    w.par_chunks_mut(cols).enumerate().for_each(|(i, row)| {
-        if transpose {
-            // (B·A)ᵀ[i, j] = Σ_k A[k, i]·B[j, k]
-            for (j, x) in row.iter_mut().enumerate() {
-                let mut s = 0f32;
-                for k in 0..r {
-                    s += a[k * a_cols + i] * b[j * r + k];
-                }
-                *x += c * s;
-            }
-        } else {
-            for k in 0..r {
-                let f = c * b[i * r + k];
-                for (x, y) in row.iter_mut().zip(&a[k * a_cols..(k + 1) * a_cols]) {
-                    *x += f * y;
-                }
-            }
+    if transpose {
+        // (B·A)ᵀ = Aᵀ·Bᵀ: `w` is `in × out`
+        let (n_in, n_out) = (a.len() / r.max(1), b.len() / r.max(1));
+        let at = transposed(&a, r, n_in);
+        let bt = transposed(&b, n_out, r);
+        add_low_rank(w, cols, c, &at, &bt, r);
+    } else {
+        add_low_rank(w, cols, c, &b, &a, r);
+    }
+}
+
+/// The `cols × rows` transpose of a row-major `rows × cols` matrix.
+fn transposed(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; x.len()];
+    for (i, row) in x.chunks_exact(cols.max(1)).enumerate().take(rows) {
+        for (j, &v) in row.iter().enumerate() {
+            t[j * rows + i] = v;
         }
-    });
+    }
+    t
 }
 
 /// DoRA's `m / ‖W + ΔW‖` per output: per row, or per column of a transposed (`[in, out]`)

@@ -15,7 +15,9 @@ mod edit;
 
 use crate::adapter::{LayerKind, LoraLayer};
 use crate::error::{Error, Result};
-use crate::io::{write_safetensors, PendingTensor};
+use crate::io::atomic::sync_files;
+use crate::io::{write_safetensors, write_safetensors_unsynced, PendingTensor};
+use crate::linalg::all_finite;
 use crate::ops::model_layout::{LayoutKind, Location, ModelLayout};
 use crate::tensor::encode_f32;
 use edit::{apply_edits, Edit};
@@ -292,13 +294,15 @@ pub fn bake_model(
     }
     if !base.path.is_dir() {
         let file = &base.components[0].sets[0].store.files()[0];
-        write_file(file, &plan[0], out, progress)?;
+        write_file(file, &plan[0], out, Durability::Fsync, progress)?;
         return Ok(changed);
     }
 
-    // built in a locked staging directory beside `out` and renamed into place when complete
+    // built in a locked staging directory beside `out` and renamed into place when complete;
+    // the staged weight files are made durable together before that rename
     crate::io::staging::write_dir(out, |staging| {
         let mut written = BTreeSet::new();
+        let mut unsynced = Vec::new();
         for (c, comp) in base.components.iter().enumerate() {
             for set in &comp.sets {
                 for file in set.store.files() {
@@ -313,7 +317,12 @@ pub fn bake_model(
                             Error::malformed(file.path(), "weight file outside the model directory")
                         })?
                         .to_path_buf();
-                    write_file(file, &plan[c], &staging.join(&rel), progress)?;
+                    let target = staging.join(&rel);
+                    if let Some(f) =
+                        write_file(file, &plan[c], &target, Durability::Later, progress)?
+                    {
+                        unsynced.push((target, f));
+                    }
                     written.insert(base.root.join(rel));
                 }
             }
@@ -324,18 +333,30 @@ pub fn bake_model(
             if weights.contains(p) {
                 progress(n)
             }
-        })
+        })?;
+        sync_files(&unsynced, staging)
     })?;
     Ok(changed)
 }
 
-/// Write one weight file with `edits` applied to its tensors; the rest byte for byte.
+/// When a written weight file is fsynced.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Before it is renamed into place (a single-file output).
+    Fsync,
+    /// By the caller, with the other files of a staging directory: the open file is returned.
+    Later,
+}
+
+/// Write one weight file with `edits` applied to its tensors; the rest byte for byte. Returns
+/// the open file when its fsync is left to the caller.
 fn write_file(
     file: &crate::io::SafetensorsFile,
     edits: &BTreeMap<String, Vec<Edit<'_>>>,
     target: &Path,
+    durability: Durability,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<()> {
+) -> Result<Option<std::fs::File>> {
     let mut pending = Vec::with_capacity(file.tensors().len());
     for (name, info) in file.tensors() {
         let tensor_edits = edits.get(name);
@@ -351,7 +372,7 @@ fn write_file(
                 };
                 let mut w = file.tensor(name)?.to_f32();
                 apply_edits(&mut w, shape.first().copied().unwrap_or(1), es);
-                if w.iter().any(|x| !x.is_finite()) {
+                if !all_finite(&w) {
                     return Err(Error::bad_tensor(
                         file.path(),
                         name,
@@ -368,11 +389,23 @@ fn write_file(
             }),
             // the input's pages go once written: RSS stays near one tensor
             written: Some(Box::new(move || file.release(name))),
+            // untouched bytes are copied file to file by the kernel
+            source: if tensor_edits.is_none() {
+                file.span(name)
+            } else {
+                None
+            },
         });
     }
     let md = file.metadata();
-    write_safetensors(target, &pending, (!md.is_empty()).then_some(md), progress)?;
-    Ok(())
+    let md = (!md.is_empty()).then_some(md);
+    Ok(match durability {
+        Durability::Fsync => {
+            write_safetensors(target, &pending, md, progress)?;
+            None
+        }
+        Durability::Later => Some(write_safetensors_unsynced(target, &pending, md, progress)?.1),
+    })
 }
 
 /// Copy the directory tree `from` into `to`, except the files in `skip`. Symlinked files are

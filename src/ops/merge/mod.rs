@@ -290,7 +290,6 @@ fn merge_module(
     recipe: Option<&Recipe>,
     largest_rank: usize,
 ) -> Result<Factors> {
-    let terms = load_terms(plan, inputs, &opts.weights)?;
     let geometry = &plan.geometry;
     let (rows, cols) = (geometry.out, geometry.cols());
     let requested = if geometry.is_spatial_conv() {
@@ -298,10 +297,10 @@ fn merge_module(
     } else {
         opts.rank
     };
-    match (opts.method, recipe) {
-        (MergeMethod::Cat, _) => Ok(cat::merge_cat(&terms, rows, cols, opts.compat_peft)),
-        (MergeMethod::Svd, _) => {
-            let rank = match (requested, opts.compat_peft) {
+    // the factored methods decode the factors straight into their kernels' buffers
+    match (opts.method, opts.compat_peft) {
+        (MergeMethod::Svd, compat) => {
+            let rank = match (requested, compat) {
                 (Some(r), _) => r,
                 (None, true) => largest_rank,
                 (None, false) => {
@@ -311,15 +310,24 @@ fn merge_module(
                     ))
                 }
             };
-            svd_kohya::merge_svd(
-                &terms,
-                geometry,
+            return svd_kohya::merge_svd(
+                plan,
+                inputs,
+                &opts.weights,
                 rank,
                 opts.clamp_quantile,
-                !opts.compat_peft,
-            )
+                !compat,
+            );
         }
-        (MergeMethod::Sum, _) if opts.compat_peft => {
+        (MergeMethod::Sum, false) => {
+            return sum::merge_sum(plan, inputs, &opts.weights, requested);
+        }
+        _ => {}
+    }
+    let terms = load_terms(plan, inputs, &opts.weights)?;
+    match (opts.method, recipe) {
+        (MergeMethod::Cat, _) => Ok(cat::merge_cat(&terms, rows, cols, opts.compat_peft)),
+        (MergeMethod::Sum, _) => {
             let linear = Recipe {
                 sparsify: Sparsify::None,
                 elect: None,
@@ -327,7 +335,6 @@ fn merge_module(
             };
             peft_compat::merge_factorwise(plan, inputs, &terms, &linear, opts.seed)
         }
-        (MergeMethod::Sum, _) => sum::merge_sum(&terms, rows, cols, requested),
         (_, Some(recipe)) if opts.compat_peft => {
             peft_compat::merge_factorwise(plan, inputs, &terms, recipe, opts.seed)
         }

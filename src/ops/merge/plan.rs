@@ -6,8 +6,8 @@
 use super::MergeInput;
 use crate::adapter::{LayerKind, LoraLayer};
 use crate::error::{Error, Result};
-use crate::linalg::all_finite;
-use crate::tensor::{DType, Tensor};
+use crate::linalg::{all_finite, sum_squares};
+use crate::tensor::{decode_f32_rows, DType, Tensor};
 use std::collections::BTreeMap;
 
 /// The shape of a module's delta, which every input must agree on.
@@ -80,7 +80,16 @@ impl Geometry {
     ) -> Result<LoraLayer> {
         if dtype == DType::F16 {
             let limit = f32::from(half::f16::MAX);
-            if let Some(x) = up.iter().chain(down).find(|x| x.abs() > limit) {
+            // the largest magnitude as an integer max over the bit patterns (vectorises; NaN
+            // sorts above every finite value), then the search only when something is beyond
+            let largest = |v: &[f32]| v.iter().map(|x| x.to_bits() & 0x7fff_ffff).max();
+            let beyond = largest(up).max(largest(down)).unwrap_or(0) > limit.to_bits();
+            if let Some(x) = up
+                .iter()
+                .chain(down)
+                .filter(|_| beyond)
+                .find(|x| x.abs() > limit)
+            {
                 return Err(Error::module(
                     path,
                     format!(
@@ -228,6 +237,47 @@ pub(crate) fn load_terms(
             })
         })
         .collect()
+}
+
+/// Decodes one factor of an input (`rows × cols` as stored, row-major) into `buf` with rows
+/// `stride` apart, times `weight` (in f64, rounded once), refusing non-finite values with an
+/// error naming the module, the input and the flat index; returns `Σ x²` of the factor before
+/// weighting.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decode_factor(
+    plan: &ModulePlan<'_>,
+    label: &str,
+    name: &str,
+    tensor: &Tensor,
+    cols: usize,
+    buf: &mut [f32],
+    stride: usize,
+    weight: f64,
+) -> Result<f64> {
+    decode_f32_rows(tensor.dtype(), tensor.bytes(), cols, buf, stride);
+    let rows = tensor.numel() / cols.max(1);
+    let mut squares = 0.0;
+    for (i, row) in buf.chunks_mut(stride).take(rows).enumerate() {
+        let row = &mut row[..cols];
+        if !all_finite(row) {
+            if let Some(j) = row.iter().position(|x| !x.is_finite()) {
+                return Err(Error::module(
+                    plan.path,
+                    format!(
+                        "{label}: {name} has the non-finite value {} at flat index {}",
+                        row[j],
+                        i * cols + j
+                    ),
+                ));
+            }
+        }
+        squares += sum_squares(row);
+        if weight != 1.0 {
+            row.iter_mut()
+                .for_each(|x| *x = (weight * f64::from(*x)) as f32);
+        }
+    }
+    Ok(squares)
 }
 
 /// The dtype of the output factors: the first input's (its first layer's). f32 when that is

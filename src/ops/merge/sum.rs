@@ -2,10 +2,11 @@
 //! numerical rank or optimally truncated. Never dense: the SVD of the concatenated factors
 //! (`linalg::weighted_sum_svd`) costs `O((out + in)·(Σrᵢ)²)`.
 
-use super::plan::Term;
-use super::Factors;
+use super::plan::{decode_factor, ModulePlan};
+use super::{Factors, MergeInput};
 use crate::error::Result;
-use crate::linalg::{weighted_sum_svd_keeping, LowRankSvd, SvSplit, WeightedTerm};
+use crate::linalg::{weighted_sum_svd_filled, FillFactor, FilledTerm, LowRankSvd, SvSplit};
+use std::cell::Cell;
 
 /// Singular values at or below `SUM_RANK_RTOL · Σᵢ |wᵢsᵢ|·‖Bᵢ‖_F·‖Aᵢ‖_F` are dropped as
 /// numerical zeros.
@@ -20,33 +21,88 @@ use crate::linalg::{weighted_sum_svd_keeping, LowRankSvd, SvSplit, WeightedTerm}
 /// tolerance changes ΔW by at most that much per direction.
 pub const SUM_RANK_RTOL: f64 = 1e-5;
 
-/// The SVD of the module's weighted sum of deltas, with singular vectors formed only for the
-/// `keep(σ)` largest triplets; also all singular values.
+/// The SVD of the module's weighted sum of deltas `Σ wᵢsᵢ·Bᵢ·Aᵢ`, the factors decoded straight
+/// into the kernels' buffers, with singular vectors formed only for the `keep(σ, bound)`
+/// largest triplets, where `bound = Σ |wᵢsᵢ|·‖Bᵢ‖_F·‖Aᵢ‖_F` is what the numerical rank is
+/// measured against (see [`SUM_RANK_RTOL`]). Also returns all singular values and the bound.
 pub(crate) fn weighted_svd(
-    terms: &[Term],
-    rows: usize,
-    cols: usize,
-    keep: impl FnOnce(&[f64]) -> Result<usize>,
-) -> Result<(LowRankSvd, Vec<f64>)> {
-    let weighted: Vec<WeightedTerm<'_>> = terms
+    plan: &ModulePlan<'_>,
+    inputs: &[MergeInput<'_>],
+    weights: &[f64],
+    keep: impl FnOnce(&[f64], f64) -> Result<usize>,
+) -> Result<(LowRankSvd, Vec<f64>, f64)> {
+    let (rows, cols) = (plan.geometry.out, plan.geometry.cols());
+    // ‖Bᵢ‖_F², ‖Aᵢ‖_F² as the factors are decoded
+    let norms: Vec<[Cell<f64>; 2]> = plan
+        .sources
         .iter()
-        .map(|t| (t.coefficient(), t.up.as_slice(), t.rank, t.down.as_slice()))
+        .map(|_| [Cell::new(0.0), Cell::new(0.0)])
         .collect();
-    weighted_sum_svd_keeping(&weighted, rows, cols, keep)
+    let fills: Vec<(Box<FillFactor<'_>>, Box<FillFactor<'_>>)> = plan
+        .sources
+        .iter()
+        .zip(&norms)
+        .map(|(&(input, layer), norm)| {
+            let label = inputs[input].label.as_str();
+            let rank = layer.rank();
+            let up: Box<FillFactor<'_>> = Box::new(move |buf, stride, w| {
+                let t = &layer.up;
+                norm[0].set(decode_factor(
+                    plan,
+                    label,
+                    "lora up (B)",
+                    t,
+                    rank,
+                    buf,
+                    stride,
+                    w,
+                )?);
+                Ok(())
+            });
+            let down: Box<FillFactor<'_>> = Box::new(move |buf, stride, w| {
+                let t = &layer.down;
+                norm[1].set(decode_factor(
+                    plan,
+                    label,
+                    "lora down (A)",
+                    t,
+                    cols,
+                    buf,
+                    stride,
+                    w,
+                )?);
+                Ok(())
+            });
+            (up, down)
+        })
+        .collect();
+    let terms: Vec<FilledTerm<'_>> = plan
+        .sources
+        .iter()
+        .zip(&fills)
+        .map(|(&(input, layer), (up, down))| FilledTerm {
+            weight: weights[input] * layer.scale(),
+            rank: layer.rank(),
+            up: up.as_ref(),
+            down: down.as_ref(),
+        })
+        .collect();
+    // the norms are set once the callbacks have run, before `keep` is called
+    let bound = || -> f64 {
+        terms
+            .iter()
+            .zip(&norms)
+            .map(|(t, [b, a])| t.weight.abs() * b.get().sqrt() * a.get().sqrt())
+            .sum()
+    };
+    let (svd, s) = weighted_sum_svd_filled(&terms, rows, cols, |s| keep(s, bound()))?;
+    Ok((svd, s, bound()))
 }
 
-/// The number of singular values above the noise floor of [`SUM_RANK_RTOL`].
-pub(crate) fn numerical_rank(s: &[f64], terms: &[Term]) -> usize {
-    let bound: f64 = terms
-        .iter()
-        .map(|t| t.coefficient().abs() * frobenius(&t.up) * frobenius(&t.down))
-        .sum();
+/// The number of singular values above the noise floor [`SUM_RANK_RTOL`]` · bound`.
+pub(crate) fn numerical_rank(s: &[f64], bound: f64) -> usize {
     let tolerance = SUM_RANK_RTOL * bound;
     s.iter().take_while(|&&x| x > tolerance).count()
-}
-
-fn frobenius(values: &[f32]) -> f64 {
-    crate::linalg::sum_squares(values).sqrt()
 }
 
 /// `√(Σ kept σ² / Σ σ²)` over all singular values `s`, 1 for a zero matrix.
@@ -64,14 +120,15 @@ pub(crate) fn retained_fro(s: &[f64], kept: usize) -> f64 {
 /// singular values on `up` and alpha = rank (scale 1). A sum that is numerically zero becomes a
 /// rank-1 layer of zeros, so the module stays present.
 pub(crate) fn merge_sum(
-    terms: &[Term],
-    rows: usize,
-    cols: usize,
+    plan: &ModulePlan<'_>,
+    inputs: &[MergeInput<'_>],
+    weights: &[f64],
     rank_cap: Option<usize>,
 ) -> Result<Factors> {
+    let (rows, cols) = (plan.geometry.out, plan.geometry.cols());
     let mut numerical = 0;
-    let (svd, s) = weighted_svd(terms, rows, cols, |s| {
-        numerical = numerical_rank(s, terms);
+    let (svd, s, _) = weighted_svd(plan, inputs, weights, |s, bound| {
+        numerical = numerical_rank(s, bound);
         Ok(rank_cap.map_or(numerical, |cap| cap.min(numerical)))
     })?;
     let kept = svd.rank();
@@ -215,12 +272,20 @@ mod tests {
             merge(&inputs, &options(MergeMethod::Sum, &[1.0, -1.0])).expect("mergeable");
         assert_eq!(report[0].rank, 1);
         assert!(dense_delta(&merged.layers["m"]).iter().all(|&x| x == 0.0));
-        let plan_terms = terms_of(&inputs, &[1.0, -1.0], "m");
-        let (_, s) = super::weighted_svd(&plan_terms, 320, 768, |_| Ok(0)).expect("finite");
-        let bound: f64 = plan_terms
+        let plans = super::super::plan::plan(&inputs).expect("mergeable");
+        let (_, s, bound) =
+            super::weighted_svd(&plans[0], &inputs, &[1.0, -1.0], |_, _| Ok(0)).expect("finite");
+        // the bound accumulated while decoding equals Σ|c|·‖B‖·‖A‖ of the loaded terms
+        let norm = |x: &[f32]| x.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+        let expected: f64 = terms_of(&inputs, &[1.0, -1.0], "m")
             .iter()
-            .map(|t| t.coefficient().abs() * super::frobenius(&t.up) * super::frobenius(&t.down))
+            .map(|t| t.coefficient().abs() * norm(&t.up) * norm(&t.down))
             .sum();
+        // (sum_squares sums in f32 lanes: relative error well below 1e-6)
+        assert!(
+            (bound - expected).abs() < 1e-6 * expected,
+            "{bound} vs {expected}"
+        );
         let noise = s[0] / bound;
         assert!(noise < super::SUM_RANK_RTOL / 20.0, "noise {noise:.2e}");
     }

@@ -26,27 +26,28 @@
 //! convention, rank = `rank` or the largest input rank, no channel cap, and clamping only if a
 //! quantile is given (PEFT's `svd_clamp` defaults to none).
 
-use super::plan::{Geometry, Term};
+use super::plan::ModulePlan;
 use super::sum::{retained_fro, weighted_svd};
-use super::Factors;
+use super::{Factors, MergeInput};
 use crate::error::Result;
 use crate::linalg::{clamp_factors, SvSplit};
 
 pub(crate) fn merge_svd(
-    terms: &[Term],
-    geometry: &Geometry,
+    plan: &ModulePlan<'_>,
+    inputs: &[MergeInput<'_>],
+    weights: &[f64],
     rank: usize,
     clamp_quantile: Option<f64>,
     channel_cap: bool,
 ) -> Result<Factors> {
-    let (rows, cols) = (geometry.out, geometry.cols());
+    let geometry = &plan.geometry;
     let k = if channel_cap {
         rank.min(geometry.input).min(geometry.out)
     } else {
         rank
     }
     .max(1);
-    let (svd, s) = weighted_svd(terms, rows, cols, |_| Ok(k))?;
+    let (svd, s, _) = weighted_svd(plan, inputs, weights, |_, _| Ok(k))?;
     let retained = retained_fro(&s, svd.rank());
     let (mut up, mut down) = svd.into_factors(k, SvSplit::Up);
     if let Some(q) = clamp_quantile {

@@ -1,6 +1,6 @@
 //! Registry credentials and the `WWW-Authenticate` challenge: where a username and password
-//! come from (flags/environment, then `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`
-//! `auths`), and how a challenge turns into an `Authorization` header (Basic, or a Bearer token
+//! come from (flags/environment, then `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`:
+//! `credHelpers`, `auths`, `credsStore`, in docker's order), and how a challenge turns into an `Authorization` header (Basic, or a Bearer token
 //! from the challenge's realm).
 
 use super::super::error::{RemoteError, Result};
@@ -50,8 +50,8 @@ pub fn docker_config_path() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json"))
 }
 
-/// Credentials for `registry` (`host[:port]`) from the docker config's `auths`, if any.
-/// Credential helpers (`credsStore`, `credHelpers`) are not run.
+/// Credentials for `registry` (`host[:port]`) from the docker config: the registry's
+/// `credHelpers` entry, else its `auths` entry, else the `credsStore` helper, as docker does.
 pub fn from_docker_config(registry: &str) -> Result<Option<Credentials>> {
     let Some(path) = docker_config_path() else {
         return Ok(None);
@@ -71,9 +71,14 @@ pub fn from_docker_config(registry: &str) -> Result<Option<Credentials>> {
         password: Option<String>,
     }
     #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
     struct Config {
         #[serde(default)]
         auths: std::collections::BTreeMap<String, Entry>,
+        #[serde(default)]
+        creds_store: Option<String>,
+        #[serde(default)]
+        cred_helpers: std::collections::BTreeMap<String, String>,
     }
     let config: Config = serde_json::from_slice(&bytes).map_err(|e| {
         RemoteError::Invalid(format!("{}: not a docker config file: {e}", path.display()))
@@ -85,13 +90,23 @@ pub fn from_docker_config(registry: &str) -> Result<Option<Credentials>> {
             .trim_start_matches("http://");
         k.split('/').next().unwrap_or(k).to_string()
     };
-    let Some(entry) = config
+    if let Some(helper) = config.cred_helpers.get(registry) {
+        return from_helper(helper, registry, &path);
+    }
+    let entry = config
         .auths
         .iter()
         .find(|(k, _)| key_host(k) == registry)
-        .map(|(_, e)| e)
-    else {
-        return Ok(None);
+        .map(|(_, e)| e);
+    let stored = entry.is_some_and(|e| {
+        e.auth.as_deref().is_some_and(|a| !a.is_empty())
+            || (e.username.is_some() && e.password.is_some())
+    });
+    let Some(entry) = entry.filter(|_| stored) else {
+        return match config.creds_store.as_deref().filter(|s| !s.is_empty()) {
+            Some(helper) => from_helper(helper, registry, &path),
+            None => Ok(None),
+        };
     };
     if let Some(a) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
         let decoded = base64::engine::general_purpose::STANDARD
@@ -122,6 +137,83 @@ pub fn from_docker_config(registry: &str) -> Result<Option<Credentials>> {
         }),
         _ => None,
     })
+}
+
+/// Runs `docker-credential-<helper> get` with the registry on stdin, as docker does; "not
+/// found" is no credentials, any other failure an error naming the helper.
+fn from_helper(
+    helper: &str,
+    registry: &str,
+    config: &std::path::Path,
+) -> Result<Option<Credentials>> {
+    use std::io::{Seek as _, Write as _};
+    use std::process::{Command, Stdio};
+    // the name comes from a file: never let it name a path
+    if helper.is_empty()
+        || !helper
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || helper.starts_with('.')
+    {
+        return Err(RemoteError::Invalid(format!(
+            "{}: credential helper name {helper:?} is not a plain name",
+            config.display()
+        )));
+    }
+    let program = format!("docker-credential-{helper}");
+    let failed = |why: String| {
+        RemoteError::Invalid(format!(
+            "credential helper {program} (from {}) for {registry}: {why}; pass --username and \
+             --password-stdin instead",
+            config.display()
+        ))
+    };
+    // the server name goes in from a file, not a pipe: a helper that exits without reading
+    // must not raise SIGPIPE in loratool (the CLI keeps SIGPIPE's default action)
+    let mut input = tempfile::tempfile().map_err(|e| failed(format!("no temp file: {e}")))?;
+    input
+        .write_all(registry.as_bytes())
+        .and_then(|_| input.seek(std::io::SeekFrom::Start(0)).map(|_| ()))
+        .map_err(|e| failed(format!("no temp file: {e}")))?;
+    let child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::from(input))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| failed(format!("cannot run it: {e}")))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| failed(format!("it did not finish: {e}")))?;
+    if !out.status.success() {
+        // docker-credential-helpers report a missing entry on stdout with this text
+        if String::from_utf8_lossy(&out.stdout).contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(failed(format!("it exited with {}", out.status)));
+    }
+    if out.stdout.len() > 1 << 20 {
+        return Err(failed("its reply is over 1 MiB".into()));
+    }
+    #[derive(Deserialize)]
+    struct Reply {
+        #[serde(rename = "Username")]
+        username: String,
+        #[serde(rename = "Secret")]
+        secret: String,
+    }
+    // never echo the reply: it holds the secret
+    let reply: Reply = serde_json::from_slice(&out.stdout)
+        .map_err(|_| failed("its reply is not {\"Username\", \"Secret\"} JSON".into()))?;
+    if reply.username == "<token>" {
+        return Err(failed(
+            "it holds an identity token, which loratool does not exchange".into(),
+        ));
+    }
+    Ok(Some(Credentials {
+        username: reply.username,
+        password: Secret::new(reply.secret),
+    }))
 }
 
 /// A parsed `WWW-Authenticate` header.
