@@ -46,6 +46,25 @@ fn name_index(table: &'static SdTable) -> BTreeMap<String, &'static ModuleRow> {
     map
 }
 
+/// Every kohya module name loratool accepts for `family` (aliases included) → the canonical
+/// module path it reads as; `None` for a family without a table. Two names of one file that
+/// map to the same path are the same module twice (the reader keeps one).
+pub fn canonical_names(family: &str) -> Option<BTreeMap<String, String>> {
+    let table = sd::table(family)?;
+    Some(
+        name_index(table)
+            .into_iter()
+            .map(|(k, row)| (k, row.canonical.clone()))
+            .collect(),
+    )
+}
+
+/// The kohya module name and part of a tensor key (`lora_unet_x.lora_down.weight` →
+/// (`lora_unet_x`, `lora_down.weight`)).
+pub fn split_key(key: &str) -> Option<(&str, &str)> {
+    key.split_once('.')
+}
+
 /// The family the metadata declares, if it declares one loratool has a table for.
 fn family_from_metadata(
     path: &Path,

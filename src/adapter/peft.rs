@@ -86,6 +86,16 @@ pub fn parse_lora_key(key: &str) -> Option<LoraKey> {
     })
 }
 
+/// A key of a PEFT weights file, with the `base_model.model.` (or `base_model.`) wrapper
+/// removed as the reader removes it, parsed into module and part.
+pub fn parse_file_key(key: &str) -> Option<LoraKey> {
+    let stripped = key
+        .strip_prefix(PREFIX)
+        .or_else(|| key.strip_prefix("base_model."))
+        .unwrap_or(key);
+    parse_lora_key(stripped)
+}
+
 /// The tensors found for one module, before they are checked and assembled.
 #[derive(Default)]
 pub(crate) struct Parts {

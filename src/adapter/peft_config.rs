@@ -35,6 +35,34 @@ pub struct PeftConfig {
     pub base_model_name_or_path: Option<String>,
     pub task_type: Option<String>,
     pub modules_to_save: Vec<String>,
+    /// `target_modules`, when the config names them.
+    pub target_modules: Option<Targets>,
+}
+
+/// PEFT's `target_modules`: a list of names (a module matches when its path equals one or
+/// ends with `.name`), a regular expression the whole path must match, or `all-linear`
+/// (every linear layer but the output head, which only the base model can tell).
+#[derive(Debug, Clone)]
+pub enum Targets {
+    List(Vec<String>),
+    Regex(String, Regex),
+    AllLinear,
+}
+
+impl Targets {
+    /// Whether PEFT would put a LoRA layer on `module`; `None` when only the base model can
+    /// tell (`all-linear`).
+    pub fn matches(&self, module: &str) -> Option<bool> {
+        match self {
+            Targets::List(names) => Some(
+                names
+                    .iter()
+                    .any(|t| module == t || module.ends_with(&format!(".{t}"))),
+            ),
+            Targets::Regex(_, re) => Some(re.is_match(module)),
+            Targets::AllLinear => None,
+        }
+    }
 }
 
 fn pattern_regex(path: &Path, field: &str, key: &str) -> Result<Regex> {
@@ -123,7 +151,25 @@ impl PeftConfig {
                 .collect(),
             _ => Vec::new(),
         };
+        let target_modules = match obj.get("target_modules") {
+            Some(Value::String(t)) if t == "all-linear" => Some(Targets::AllLinear),
+            Some(Value::String(t)) => Some(Targets::Regex(
+                t.clone(),
+                Regex::new(&format!("^(?:{t})$")).map_err(|e| {
+                    bad(format!(
+                        "target_modules '{t}' is not a regular expression loratool can evaluate: {e}"
+                    ))
+                })?,
+            )),
+            Some(Value::Array(a)) => Some(Targets::List(
+                a.iter()
+                    .filter_map(|v| v.as_str().map(|s| s.to_string()))
+                    .collect(),
+            )),
+            _ => None,
+        };
         Ok(PeftConfig {
+            target_modules,
             peft_type,
             r: r as usize,
             lora_alpha: num(alpha_key, 8.0)?,
@@ -267,6 +313,24 @@ mod tests {
     fn anchored_bare_key_does_not_match_nested_module() {
         let c = cfg(json!({"peft_type": "LORA", "rank_pattern": {"^q_proj": 2}}));
         assert_eq!(c.rank_for("model.layers.0.self_attn.q_proj").0, 8);
+    }
+
+    #[test]
+    fn target_modules_match_like_peft_check_target_module_exists() {
+        let c = cfg(json!({"peft_type": "LORA", "target_modules": ["q_proj", "mlp.up_proj"]}));
+        let t = c.target_modules.unwrap();
+        assert_eq!(t.matches("model.layers.0.self_attn.q_proj"), Some(true));
+        assert_eq!(t.matches("model.layers.0.mlp.up_proj"), Some(true));
+        assert_eq!(t.matches("model.layers.0.self_attn.xq_proj"), Some(false));
+        assert_eq!(t.matches("q_proj"), Some(true));
+        let c = cfg(json!({"peft_type": "LORA", "target_modules": ".*\\.(q|v)_proj"}));
+        let t = c.target_modules.unwrap();
+        assert_eq!(t.matches("model.layers.0.self_attn.v_proj"), Some(true));
+        // fullmatch: a prefix match is not enough
+        assert_eq!(
+            t.matches("model.layers.0.self_attn.v_proj.base_layer"),
+            Some(false)
+        );
     }
 
     #[test]

@@ -5,12 +5,13 @@
 //! ([`input`]: a path or a registry reference, to an adapter plus its provenance), outputs are
 //! written and saved with lineage in one place ([`output`]), and each command is a request
 //! struct and a function returning a serialisable outcome (`convert`, `resize`, `merge`,
-//! `bake`, `extract`, `quantize`, `info`, `store`). The CLI parses arguments into requests and
+//! `bake`, `extract`, `quantize`, `info`, `check`, `store`). The CLI parses arguments into requests and
 //! renders outcomes; a library user calls the same functions.
 //!
 //! Layering: `app` uses `ops`, `registry` and `adapter`; nothing below uses `app`.
 
 pub mod bake;
+pub mod check;
 pub mod convert;
 mod error;
 pub mod extract;
@@ -22,6 +23,7 @@ pub mod quantize;
 pub mod remote;
 pub mod resize;
 mod session;
+pub mod spectrum;
 pub mod store;
 
 pub use error::{AppError, Result, ResultExt};

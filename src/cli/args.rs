@@ -128,3 +128,13 @@ pub struct JsonArg {
     #[arg(long)]
     pub json: bool,
 }
+
+/// `--table` (`-v`): the full per-module table instead of the summary and the few modules that
+/// need attention.
+#[derive(Args, Clone, Copy, Debug, Default)]
+pub struct TableArg {
+    /// Print the full per-module table (default: a summary and the modules that need
+    /// attention).
+    #[arg(long, short = 'v', visible_alias = "verbose")]
+    pub table: bool,
+}

@@ -49,6 +49,9 @@ pub fn run(session: &Session<'_>, args: BakeArgs) -> Result<()> {
     if args.json.json {
         return super::print_json(&outcome);
     }
+    if super::quiet() {
+        return Ok(());
+    }
     match &outcome {
         BakeOutcome::Gguf(b) => println!(
             "baked {} adapter(s) into {} of {} tensors ({} re-quantized to their own type); copied the rest byte for byte; wrote {} ({})",

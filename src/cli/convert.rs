@@ -54,6 +54,9 @@ pub fn run(session: &Session<'_>, args: ConvertArgs) -> Result<()> {
     if args.json.json {
         return super::print_json(&outcome);
     }
+    if super::quiet() {
+        return Ok(());
+    }
     println!(
         "converted {} modules {} → {}: {} ({} tensors, {})",
         outcome.modules,

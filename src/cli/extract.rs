@@ -75,6 +75,9 @@ pub fn run(session: &Session<'_>, args: ExtractArgs) -> Result<()> {
     if args.json.json {
         return super::print_json(&outcome);
     }
+    if super::quiet() {
+        return Ok(());
+    }
     print_report(&outcome, &args.output);
     Ok(())
 }

@@ -37,3 +37,18 @@ pub fn trim_float(x: f64) -> String {
 pub fn column_width<'a>(entries: impl Iterator<Item = &'a str>, min: usize) -> usize {
     entries.map(str::len).max().unwrap_or(min).max(min)
 }
+
+/// How many modules the default (non `--table`) report lists under each heading.
+pub const ATTENTION: usize = 5;
+
+/// The `n` items with the largest `key` (NaN last), largest first.
+pub fn largest_by<T>(items: &[T], n: usize, key: impl Fn(&T) -> f64) -> Vec<&T> {
+    let mut v: Vec<&T> = items.iter().collect();
+    v.sort_by(|a, b| {
+        let (ka, kb) = (key(a), key(b));
+        kb.partial_cmp(&ka)
+            .unwrap_or_else(|| ka.is_nan().cmp(&kb.is_nan()))
+    });
+    v.truncate(n);
+    v
+}

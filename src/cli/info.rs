@@ -6,7 +6,9 @@ use super::fmt::{group_digits, human_bytes, trim_float};
 use crate::adapter::summary::AdapterSummary;
 use crate::adapter::Format;
 use crate::app::info::{GgufContainer, Info, InfoRequest, ModelInfo};
+use crate::app::spectrum::SpectrumRequest;
 use crate::app::{InputRef, Session};
+use crate::ops::spectrum::Spectrum;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -21,6 +23,18 @@ pub struct InfoArgs {
     /// Read the adapter as this format instead of detecting it.
     #[arg(long, value_parser = named::<Format>())]
     pub from: Option<Format>,
+    /// Also print, per block group, the fraction of the Frobenius norm kept at ranks 1, 2, 4,
+    /// 8, 16, 32 (exact, from the factors).
+    #[arg(long)]
+    pub spectrum: bool,
+    /// Draw energy kept versus rank per block group into this .svg or .png file (implies
+    /// --spectrum).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// The `resize --method sv_fro --param X` threshold whose ranks the spectrum and the plot
+    /// mark.
+    #[arg(long, value_name = "X", default_value_t = 0.9)]
+    pub sv_fro: f64,
 }
 
 pub fn run(session: &Session<'_>, args: InfoArgs) -> Result<()> {
@@ -28,8 +42,28 @@ pub fn run(session: &Session<'_>, args: InfoArgs) -> Result<()> {
         input: InputRef::from_path(&args.path)?,
         from: args.from,
     })?;
+    let spectrum = if args.spectrum || args.plot.is_some() {
+        if !matches!(info, Info::Adapter(_)) {
+            anyhow::bail!(
+                "--spectrum and --plot describe an adapter; {} is a base model",
+                args.path.display()
+            );
+        }
+        Some(session.spectrum(&SpectrumRequest {
+            input: InputRef::from_path(&args.path)?,
+            from: args.from,
+            sv_fro: args.sv_fro,
+            plot: args.plot.clone(),
+        })?)
+    } else {
+        None
+    };
     if args.json.json {
-        return super::print_json(&info);
+        let mut v = serde_json::to_value(&info)?;
+        if let (Some(sp), Some(obj)) = (&spectrum, v.as_object_mut()) {
+            obj.insert("spectrum".into(), serde_json::to_value(sp)?);
+        }
+        return super::print_json(&v);
     }
     match &info {
         Info::Adapter(a) => {
@@ -41,7 +75,41 @@ pub fn run(session: &Session<'_>, args: InfoArgs) -> Result<()> {
         }
         Info::Model(m) => print_model(m),
     }
+    if let Some(sp) = &spectrum {
+        print_spectrum(sp);
+    }
+    if let Some(p) = &args.plot {
+        println!("wrote {}", p.display());
+    }
     Ok(())
+}
+
+fn print_spectrum(s: &Spectrum) {
+    let width = super::fmt::column_width(s.groups.iter().map(|g| g.group.as_str()), 11);
+    println!(
+        "  spectrum    fraction of ||dW||_F kept at rank (per block group; sv_fro {} picks):",
+        s.sv_fro
+    );
+    let ranks: String = s
+        .ranks
+        .iter()
+        .map(|r| format!("{:>7}", format!("r{r}")))
+        .collect();
+    println!(
+        "    {:<width$} {:>7}{ranks}  {:>9}",
+        "group", "modules", "sv_fro r"
+    );
+    for g in &s.groups {
+        let kept: String = g
+            .kept
+            .iter()
+            .map(|k| format!("{:>6.1}%", k * 100.0))
+            .collect();
+        println!(
+            "    {:<width$} {:>7}{kept}  {:>4} ({:.1})",
+            g.group, g.modules, g.sv_fro_max, g.sv_fro_mean
+        );
+    }
 }
 
 /// The lines that describe an adapter (under a heading line the caller prints).

@@ -1,7 +1,7 @@
 //! `loratool merge`: arguments and rendering; the work is `app::merge`.
 
-use super::args::{float_dtype, named, BaseArg, JsonArg, OutputArgs, SaveArgs};
-use super::fmt::{column_width, group_digits, human_bytes};
+use super::args::{float_dtype, named, BaseArg, JsonArg, OutputArgs, SaveArgs, TableArg};
+use super::fmt::{column_width, group_digits, human_bytes, largest_by, ATTENTION};
 use crate::app::input::load_base;
 use crate::app::merge::{clamp_quantile, method_label, MergeOutcome, MergeRequest};
 use crate::app::{InputRef, Session};
@@ -59,6 +59,8 @@ pub struct MergeArgs {
     #[command(flatten)]
     pub json: JsonArg,
     #[command(flatten)]
+    pub table: TableArg,
+    #[command(flatten)]
     pub save: SaveArgs,
 }
 
@@ -94,7 +96,14 @@ pub fn run(session: &Session<'_>, args: MergeArgs) -> Result<()> {
     if args.json.json {
         return super::print_json(&outcome);
     }
-    print_table(&outcome.modules);
+    if super::quiet() {
+        return Ok(());
+    }
+    if args.table.table {
+        print_table(&outcome.modules);
+    } else {
+        print_attention(&outcome.modules);
+    }
     print_summary(&outcome, &options);
     Ok(())
 }
@@ -121,6 +130,25 @@ fn print_summary(o: &MergeOutcome, options: &MergeOptions) {
         o.format,
         human_bytes(o.bytes)
     );
+}
+
+/// The few modules whose merged delta lost the most to the rank cut (lowest Frobenius norm
+/// kept); nothing for exact methods.
+fn print_attention(modules: &[ModuleMerge]) {
+    let lossy: Vec<&ModuleMerge> = modules
+        .iter()
+        .filter(|m| m.retained_fro.is_some_and(|f| f < 1.0))
+        .collect();
+    if lossy.is_empty() {
+        return;
+    }
+    let worst = largest_by(&lossy, ATTENTION, |m| -m.retained_fro.unwrap_or(1.0));
+    println!(
+        "lowest Frobenius norm kept ({} of {} modules lost something; --table for all):",
+        worst.len(),
+        lossy.len()
+    );
+    print_table(&worst.into_iter().copied().cloned().collect::<Vec<_>>());
 }
 
 fn print_table(modules: &[ModuleMerge]) {

@@ -4,13 +4,15 @@
 //! library user would need.
 //!
 //! One file per command group: `info`, `convert`, `resize` (with the rank arguments extract
-//! shares), `merge`, `quantize`, `bake`, `extract`, `registry` (add, list, show, tag, rm, gc,
-//! verify, export), `push`, `pull`; `args` holds shared argument groups and value parsers, `progress` the
+//! shares), `check`, `merge`, `quantize`, `bake`, `extract`, `registry` (add, list, show, tag, rm, gc,
+//! verify, export), `push`, `pull`, `docs` (completions, man pages); `args` holds shared argument groups and value parsers, `progress` the
 //! terminal observer, `fmt` number formatting.
 
 mod args;
 mod bake;
+mod check;
 mod convert;
+mod docs;
 mod extract;
 mod fmt;
 mod info;
@@ -31,17 +33,31 @@ use std::io::Write;
     name = "loratool",
     version,
     about = "Inspect, convert, resize, merge, bake, extract and quantize LoRA adapters (PEFT, diffusers, kohya, llama.cpp GGUF) exactly and fast",
-    after_help = "Exit codes: 0 success, 1 error while running, 2 bad command line."
+    after_help = "Exit codes: 0 success, 1 error while running, 2 bad command line.\nOutput: reports on stdout, warnings and progress on stderr (progress bars only when stderr is a terminal); NO_COLOR is honoured; --json output is described in docs/json.md."
 )]
 struct Cli {
+    /// Print nothing but errors and warnings (and --json output): no report, no progress bars.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether `--quiet` was given: commands skip their text report.
+fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Describe an adapter or a base model from its header (instant on multi-GB files).
     Info(info::InfoArgs),
+    /// Find what is wrong with an adapter (NaN/Inf, zero or rank-deficient modules, duplicate
+    /// or unplaceable keys, stale kohya hashes, PEFT config disagreements, and with --base
+    /// shapes against the base model). Exit 0 clean, 1 problems found, 2 unusable input.
+    Check(check::CheckArgs),
     /// Convert an adapter between the PEFT, diffusers, kohya and llama.cpp GGUF formats.
     Convert(convert::ConvertArgs),
     /// Lower an adapter's rank per module (fixed, or chosen from singular values).
@@ -75,6 +91,10 @@ enum Command {
     Push(push::PushArgs),
     /// Download an adapter from the Hugging Face Hub (hf://) or an OCI registry (oci://).
     Pull(pull::PullArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man(docs::ManArgs),
 }
 
 /// Parse the command line, run the command, and return the process exit code.
@@ -87,10 +107,21 @@ pub fn run() -> i32 {
             return code;
         }
     };
-    let terminal = progress::Terminal;
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
+    let terminal = progress::Terminal::new(cli.quiet);
     let session = Session::new().with_observer(&terminal);
     let result = match cli.command {
         Command::Info(a) => info::run(&session, a),
+        Command::Check(a) => {
+            // 1 means "problems found", so an input that cannot be checked at all is a 2
+            return match check::run(&session, a) {
+                Ok(clean) => i32::from(!clean),
+                Err(e) => {
+                    report_error(&e);
+                    2
+                }
+            };
+        }
         Command::Convert(a) => convert::run(&session, a),
         Command::Resize(a) => resize::run(&session, a),
         Command::Merge(a) => merge::run(&session, a),
@@ -107,6 +138,8 @@ pub fn run() -> i32 {
         Command::Export(a) => registry::export(&session, a),
         Command::Push(a) => push::run(&session, a),
         Command::Pull(a) => pull::run(&session, a),
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(a),
     };
     match result {
         Ok(()) => 0,

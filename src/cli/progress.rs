@@ -1,10 +1,22 @@
-//! The terminal observer: warnings on stderr, progress bars on stderr (indicatif draws them
-//! only when stderr is a terminal).
+//! The terminal observer: warnings on stderr, progress bars on stderr only when stderr is a
+//! terminal (never in pipes, logs or CI) and `--quiet` is not given. Nothing is coloured, and
+//! `NO_COLOR` turns off any colour the libraries would add (clap's help and errors).
 
 use crate::app::{Observer, Progress, Unit};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
 
-pub struct Terminal;
+pub struct Terminal {
+    bars: bool,
+}
+
+impl Terminal {
+    pub fn new(quiet: bool) -> Terminal {
+        Terminal {
+            bars: !quiet && std::io::stderr().is_terminal(),
+        }
+    }
+}
 
 struct Bar(ProgressBar);
 
@@ -29,6 +41,9 @@ impl Observer for Terminal {
     }
 
     fn progress(&self, label: &str, total: u64, unit: Unit) -> Box<dyn Progress + '_> {
+        if !self.bars {
+            return Box::new(());
+        }
         let bar = ProgressBar::new(total);
         let template = match unit {
             Unit::Bytes => "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",

@@ -38,6 +38,9 @@ pub fn run(session: &Session<'_>, args: PullArgs) -> Result<()> {
     if args.json.json {
         return super::print_json(&outcome);
     }
+    if super::quiet() {
+        return Ok(());
+    }
     match &outcome {
         PullOutcome::Hub(p) => {
             println!("{} -> {}", p.pinned, p.path.display());

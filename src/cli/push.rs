@@ -100,6 +100,9 @@ pub fn run(session: &Session<'_>, args: PushArgs) -> Result<()> {
     if args.json.json {
         return super::print_json(&outcome);
     }
+    if super::quiet() {
+        return Ok(());
+    }
     match &outcome {
         PushOutcome::Hub(report) => match &report.commit_url {
             Some(url) => println!(

@@ -4,8 +4,8 @@ use super::args::{JsonArg, SaveArgs};
 use super::fmt::human_bytes;
 use crate::app::quantize::{QuantizeOutcome, QuantizeRequest};
 use crate::app::{InputRef, Session};
-use crate::ops::gguf_quantize::{QuantizeOptions, TensorQuant};
-use crate::quant::QuantType;
+use crate::ops::gguf_quantize::TensorQuant;
+use crate::ops::quant_preset::QuantTarget;
 use anyhow::Result;
 use clap::Args;
 use std::collections::BTreeMap;
@@ -15,9 +15,18 @@ use std::path::PathBuf;
 pub struct QuantizeArgs {
     /// Input GGUF (a llama.cpp model or LoRA adapter, or a stored GGUF adapter's name:tag).
     pub input: PathBuf,
-    /// Target type: q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, f16, bf16, f32.
-    #[arg(long = "type", value_parser = parse_type)]
-    pub ty: QuantType,
+    /// Target: a ggml type for every quantizable tensor (q8_0, q4_0, q4_1, q5_0, q5_1, q2_k,
+    /// q3_k, q4_k, q5_k, q6_k, f16, bf16, f32), or a llama-quantize preset with its per-tensor
+    /// mixture (q2_k_s, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m; see --mixture).
+    #[arg(long = "type")]
+    pub ty: String,
+    /// Read --type as llama-quantize reads it (its mixture, as without --pure): q2_k, q4_0,
+    /// q4_1, q5_0 and q5_1 become llama-quantize's presets, q4_k means Q4_K_M.
+    #[arg(long)]
+    pub mixture: bool,
+    /// Importance matrix from llama-imatrix (GGUF or legacy .dat), as `llama-quantize --imatrix`.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
     /// Output GGUF.
     #[arg(short, long)]
     pub output: PathBuf,
@@ -32,17 +41,12 @@ pub struct QuantizeArgs {
     pub save: SaveArgs,
 }
 
-fn parse_type(s: &str) -> Result<QuantType, String> {
-    s.parse::<QuantType>().map_err(|e| e.to_string())
-}
-
 pub fn run(session: &Session<'_>, args: QuantizeArgs) -> Result<()> {
     let outcome = session.quantize(&QuantizeRequest {
         input: InputRef::from_path(&args.input)?,
-        options: QuantizeOptions {
-            target: args.ty,
-            allow_requantize: args.allow_requantize,
-        },
+        target: QuantTarget::parse(&args.ty, args.mixture)?,
+        allow_requantize: args.allow_requantize,
+        imatrix: args.imatrix,
         output: args.output,
         save: args.save.reference()?,
     })?;
@@ -50,11 +54,15 @@ pub fn run(session: &Session<'_>, args: QuantizeArgs) -> Result<()> {
     if args.json.json {
         return super::print_json(&outcome);
     }
-    print_report(&outcome, args.ty);
+    if super::quiet() {
+        return Ok(());
+    }
+    print_report(&outcome);
     Ok(())
 }
 
-fn print_report(o: &QuantizeOutcome, target: QuantType) {
+fn print_report(o: &QuantizeOutcome) {
+    let target = &o.target;
     let mut by_change: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for t in &o.tensors {
         *by_change.entry((t.from, t.to)).or_default() += 1;

@@ -1,12 +1,12 @@
 //! `loratool resize`: arguments and rendering; the work is `app::resize`.
 
-use super::args::{float_dtype, named, BaseArg, JsonArg, OutputArgs, ReadArgs, SaveArgs};
-use super::fmt::{column_width, group_digits, human_bytes};
+use super::args::{float_dtype, named, BaseArg, JsonArg, OutputArgs, ReadArgs, SaveArgs, TableArg};
+use super::fmt::{column_width, group_digits, human_bytes, largest_by, ATTENTION};
 use crate::app::input::load_base;
 use crate::app::resize::{ResizeOutcome, ResizeRequest};
 use crate::app::{InputRef, Session};
 use crate::linalg::{RankMethod, RankRule, SvSplit};
-use crate::ops::resize::ResizeOptions;
+use crate::ops::resize::{ModuleResize, ResizeOptions};
 use crate::tensor::DType;
 use anyhow::Result;
 use clap::Args;
@@ -64,6 +64,8 @@ pub struct ResizeArgs {
     #[command(flatten)]
     pub json: JsonArg,
     #[command(flatten)]
+    pub table: TableArg,
+    #[command(flatten)]
     pub save: SaveArgs,
 }
 
@@ -91,7 +93,14 @@ pub fn run(session: &Session<'_>, args: ResizeArgs) -> Result<()> {
     if args.json.json {
         return super::print_json(&outcome);
     }
-    print_table(&outcome);
+    if super::quiet() {
+        return Ok(());
+    }
+    if args.table.table {
+        print_table(&outcome.modules);
+    } else {
+        print_attention(&outcome);
+    }
     let s = &outcome.summary;
     println!(
         "resized {} modules: parameters {} → {}, mean Frobenius kept {:.2}% (min {:.2}%), max relative error {:.2e}; wrote {} ({}, {})",
@@ -108,8 +117,29 @@ pub fn run(session: &Session<'_>, args: ResizeArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_table(outcome: &ResizeOutcome) {
-    let modules = &outcome.modules;
+/// The few modules that lost the most (largest relative error, which is also the lowest
+/// Frobenius norm kept), and how many more there are.
+fn print_attention(outcome: &ResizeOutcome) {
+    let lossy: Vec<&ModuleResize> = outcome
+        .modules
+        .iter()
+        .filter(|m| m.rel_error > 0.0)
+        .collect();
+    if lossy.is_empty() {
+        println!("every module kept exactly (no singular value dropped)");
+        return;
+    }
+    let worst = largest_by(&lossy, ATTENTION, |m| m.rel_error);
+    println!(
+        "largest errors ({} of {} modules lost something; --table for all):",
+        worst.len(),
+        lossy.len()
+    );
+    print_table(&worst.into_iter().copied().collect::<Vec<_>>());
+}
+
+fn print_table<M: std::borrow::Borrow<ModuleResize>>(modules: &[M]) {
+    let modules: Vec<&ModuleResize> = modules.iter().map(|m| m.borrow()).collect();
     let width = column_width(modules.iter().map(|m| m.path.as_str()), 6);
     println!(
         "{:<width$}  {:>4} {:>4}  {:>9}  {:>9}",

@@ -3,6 +3,7 @@
 pub mod atomic;
 pub mod copy;
 pub mod gguf;
+pub mod imatrix;
 pub mod model;
 pub mod safetensors;
 pub mod safetensors_write;

@@ -160,6 +160,44 @@ impl SafetensorsFile {
 }
 
 /// Parse and validate the header of `bytes` (the whole file, or at least its header).
+/// Top-level header keys that occur more than once, in order of their second occurrence.
+/// JSON parsers keep only one of them (the last, for serde_json and Python's `json`), so a
+/// repeated tensor name silently hides a tensor; `check` reports it.
+pub fn repeated_header_keys(path: &Path) -> Result<Vec<String>> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut repeated = Vec::new();
+            while let Some(k) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if !seen.insert(k.clone()) {
+                    repeated.push(k);
+                }
+            }
+            Ok(repeated)
+        }
+    }
+    let file = SafetensorsFile::open(path)?;
+    let Some(map) = &file.map else {
+        return Ok(Vec::new());
+    };
+    let header = &map[8..8 + file.header_len as usize];
+    let text = std::str::from_utf8(header)
+        .map_err(|_| Error::malformed(path, "header is not valid UTF-8"))?;
+    let mut de = serde_json::Deserializer::from_str(text.trim_end_matches(' '));
+    de.deserialize_map(Keys)
+        .map_err(|e| Error::malformed(path, format!("header is not valid JSON: {e}")))
+}
+
 pub fn parse_header(path: &Path, bytes: &[u8], file_len: u64) -> Result<SafetensorsFile> {
     let bad = |m: String| Error::malformed(path, m);
     let mut len_bytes = [0u8; 8];

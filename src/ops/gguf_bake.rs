@@ -80,6 +80,56 @@ fn add_deltas(w: &mut [f32], cols: usize, deltas: &[Delta]) {
     }
 }
 
+/// The base GGUF tensor `path` changes and how, if the base has it with the shape `layer`
+/// needs (`[out, in]`; the token embedding `[vocab, embd]`); else why not (text to follow
+/// the module's name).
+fn fit(
+    arch: &str,
+    shapes: Option<&std::collections::HashMap<String, Vec<usize>>>,
+    path: &str,
+    layer: &LoraLayer,
+) -> std::result::Result<(String, Transform), String> {
+    let Some((tensor, transform)) = to_gguf(arch, path) else {
+        return Err(format!(": no {arch} tensor for this module"));
+    };
+    let want = if transform == Transform::Embed {
+        vec![layer.in_features(), layer.out_features()]
+    } else {
+        vec![layer.out_features(), layer.in_features()]
+    };
+    match shapes.and_then(|s| s.get(&tensor)) {
+        Some(s) if *s == want => Ok((tensor, transform)),
+        Some(s) => Err(format!(
+            " → {tensor}: adapter needs {want:?}, base has {s:?}"
+        )),
+        None => Err(format!(" → {tensor}: not in the base model")),
+    }
+}
+
+/// Every module of `adapter` that does not fit the GGUF base `base` (no tensor for it, or a
+/// different shape), one line each; empty when all fit. Without tensor shapes (a
+/// `config.json` base) only the names are checked.
+pub fn gguf_fit_problems(
+    base: &crate::adapter::gguf::GgufBase,
+    adapter: &crate::adapter::Adapter,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (path, layer) in &adapter.layers {
+        if layer.kind == LayerKind::Conv {
+            problems.push(format!("{path}: a conv layer has no llama.cpp tensor"));
+            continue;
+        }
+        let shapes = base.tensor_shapes.as_ref();
+        match fit(&base.arch.arch, shapes, path, layer) {
+            Err(why) if shapes.is_some() || why.starts_with(": no ") => {
+                problems.push(format!("{path}{why}"))
+            }
+            _ => {}
+        }
+    }
+    problems
+}
+
 /// Bake `inputs` into `base`, writing `out`.
 pub fn bake_gguf(
     base: &GgufFile,
@@ -108,29 +158,13 @@ pub fn bake_gguf(
                 ));
                 continue;
             }
-            let Some((tensor, transform)) = to_gguf(&arch.arch, path) else {
-                problems.push(format!("{here}: no {} tensor for this module", arch.arch));
-                continue;
-            };
-            let embed = transform == Transform::Embed;
-            let want = if embed {
-                vec![layer.in_features(), layer.out_features()]
-            } else {
-                vec![layer.out_features(), layer.in_features()]
-            };
-            match shapes.and_then(|s| s.get(&tensor)) {
-                Some(s) if *s == want => {}
-                Some(s) => {
-                    problems.push(format!(
-                        "{here} → {tensor}: adapter needs {want:?}, base has {s:?}"
-                    ));
+            let (tensor, transform) = match fit(&arch.arch, shapes, path, layer) {
+                Ok(t) => t,
+                Err(why) => {
+                    problems.push(format!("{here}{why}"));
                     continue;
                 }
-                None => {
-                    problems.push(format!("{here} → {tensor}: not in the base model"));
-                    continue;
-                }
-            }
+            };
             let heads = match transform {
                 Transform::RopeQ if arch.rope_permute => Some(info.n_head),
                 Transform::RopeK if arch.rope_permute => Some(info.n_kv_head),

@@ -10,8 +10,10 @@ pub mod gguf_bake;
 pub mod gguf_quantize;
 pub mod merge;
 pub mod model_layout;
+pub mod quant_preset;
 pub mod resize;
 mod schedule;
+pub mod spectrum;
 
 /// One adapter of a bake and its weight (llama.cpp's `--lora-scaled` scale), with the label
 /// errors name it by.

@@ -18,10 +18,10 @@ pub(super) fn nearest_int(f: f32) -> i32 {
 /// ggml's `GROUP_MAX_EPS`: groups whose largest magnitude is below this quantize to zero.
 pub(super) const GROUP_MAX_EPS: f32 = 1e-15;
 
-/// `make_qx_quants(n, nmax, x, L, rmse_type = 1, qw = NULL)`: signed quants
-/// `L[i] - nmax` in [-nmax, nmax-1] with weights `x^2`, trying 18 scales around
+/// `make_qx_quants(n, nmax, x, L, rmse_type = 1, qw)`: signed quants `L[i] - nmax` in
+/// [-nmax, nmax-1] with weights `qw` (or `x^2` when `qw` is `None`), trying 18 scales around
 /// `-nmax/max`; returns the least-squares scale of the best one.
-pub(super) fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
+pub(super) fn make_qx_quants(nmax: i32, x: &[f32], qw: Option<&[f32]>, l_out: &mut [i8]) -> f32 {
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
     for &v in x {
@@ -35,15 +35,19 @@ pub(super) fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f3
         l_out.fill(0);
         return 0.0;
     }
+    let weight = |i: usize, v: f32| match qw {
+        Some(w) => w[i],
+        None => v * v,
+    };
     let nmax_f = nmax as f32;
     let clamp = |l: i32| (-nmax).max((nmax - 1).min(l));
     let mut iscale = -nmax_f / max;
     let mut sumlx = 0.0f32;
     let mut suml2 = 0.0f32;
-    for (li, &v) in l_out.iter_mut().zip(x) {
+    for (i, (li, &v)) in l_out.iter_mut().zip(x).enumerate() {
         let l = clamp(nearest_int(iscale * v));
         *li = (l + nmax) as i8;
-        let w = v * v;
+        let w = weight(i, v);
         let lf = l as f32;
         sumlx += w * v * lf;
         suml2 += w * lf * lf;
@@ -57,9 +61,9 @@ pub(super) fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f3
         iscale = -(nmax_f + 0.1f32 * is as f32) / max;
         sumlx = 0.0;
         suml2 = 0.0;
-        for &v in x {
+        for (i, &v) in x.iter().enumerate() {
             let lf = clamp(nearest_int(iscale * v)) as f32;
-            let w = v * v;
+            let w = weight(i, v);
             sumlx += w * v * lf;
             suml2 += w * lf * lf;
         }
@@ -77,6 +81,7 @@ pub(super) fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f3
 /// `make_q3_quants(n, nmax, x, L, do_rmse = true)`: signed quants `L[i] - nmax` in
 /// [-nmax, nmax-1], refined coordinate-wise (up to 5 passes) to minimise the `x^2`-weighted
 /// error; returns the least-squares scale.
+#[cfg(test)]
 pub(super) fn make_q3_quants_rmse(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
@@ -151,6 +156,7 @@ pub(super) struct Qkx2 {
 /// `make_qkx2_quants`: unsigned quants `L` in [0, nmax] for `x ≈ scale * L - the_min`,
 /// weighted least squares over `nstep + 1` candidate scales. Returns `(scale, the_min)`
 /// (`the_min >= 0`). `laux` is scratch of `x.len()` bytes.
+#[cfg(test)]
 pub(super) fn make_qkx2_quants(
     p: &Qkx2,
     x: &[f32],
@@ -250,6 +256,7 @@ pub(super) fn get_scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 /// The Q4_K/Q5_K super-block scales: per-sub-block `(scale, min)` from `make_qkx2_quants`
 /// quantized to 6 bits against `max/63`, packed into `packed` (12 bytes); returns the f32
 /// `(d, dmin)` to store as fp16. Mirrors the middle of `quantize_row_q{4,5}_K_ref`.
+#[inline(always)]
 pub(super) fn pack_scales_mins(
     scales: &[f32; 8],
     mins: &[f32; 8],
@@ -271,11 +278,20 @@ pub(super) fn pack_scales_mins(
         0.0
     };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    // `uint8_t ls = nearest_int(...)`: wraps to 8 bits, then MIN(63, ls)
+    let ls = std::array::from_fn(|j| (nearest_int(inv_scale * scales[j]) as u8).min(63));
+    let lm = std::array::from_fn(|j| (nearest_int(inv_min * mins[j]) as u8).min(63));
+    pack_k4(&ls, &lm, packed);
+    (max_scale / 63.0, max_min / 63.0)
+}
+
+/// The Q4_K/Q5_K 12-byte scale/min packing of eight 6-bit scales `ls` and mins `lm`, with C's
+/// uint8 semantics: bits above the sixth are dropped where ggml's stores drop them.
+#[inline(always)]
+pub(super) fn pack_k4(ls: &[u8; 8], lm: &[u8; 8], packed: &mut [u8]) {
     packed[..12].fill(0);
     for j in 0..8 {
-        // `uint8_t ls = nearest_int(...)`: wraps to 8 bits, then MIN(63, ls)
-        let ls = (nearest_int(inv_scale * scales[j]) as u8).min(63);
-        let lm = (nearest_int(inv_min * mins[j]) as u8).min(63);
+        let (ls, lm) = (ls[j], lm[j]);
         if j < 4 {
             packed[j] = ls;
             packed[j + 4] = lm;
@@ -285,11 +301,95 @@ pub(super) fn pack_scales_mins(
             packed[j] |= (lm >> 4) << 6;
         }
     }
-    (max_scale / 63.0, max_min / 63.0)
+}
+
+/// `make_qp_quants(n, nmax, x, L, quant_weights)`: unsigned quants `L` in [0, nmax] of the
+/// non-negative `x` (the super-block scales or mins) with weights `qw`, a 9-scale search then
+/// up to 5 coordinate-descent passes; returns the least-squares scale. `L` is `uint8_t` in C:
+/// a negative quant (possible only for negative `x`) wraps, and the wrapped value is what later
+/// passes read, so this keeps the same wrapping.
+pub(super) fn make_qp_quants(nmax: i32, x: &[f32], l_out: &mut [u8], qw: &[f32]) -> f32 {
+    let mut max = 0.0f32;
+    for &v in x {
+        // MAX(max, x[i])
+        max = if max > v { max } else { v };
+    }
+    if max < GROUP_MAX_EPS {
+        l_out.fill(0);
+        return 0.0;
+    }
+    let nmax_f = nmax as f32;
+    let mut iscale = nmax_f / max;
+    for (l, &v) in l_out.iter_mut().zip(x) {
+        *l = nearest_int(iscale * v) as u8;
+    }
+    let scale = 1.0 / iscale;
+    let mut best_mse = 0.0f32;
+    for ((&l, &v), &w) in l_out.iter().zip(x).zip(qw) {
+        let diff = v - scale * f32::from(l);
+        best_mse += w * diff * diff;
+    }
+    for is in -4i32..=4 {
+        if is == 0 {
+            continue;
+        }
+        let iscale_is = (0.1f32 * is as f32 + nmax_f) / max;
+        let scale_is = 1.0 / iscale_is;
+        let mut mse = 0.0f32;
+        for (&v, &w) in x.iter().zip(qw) {
+            let l = nmax.min(nearest_int(iscale_is * v));
+            let diff = v - scale_is * l as f32;
+            mse += w * diff * diff;
+        }
+        if mse < best_mse {
+            best_mse = mse;
+            iscale = iscale_is;
+        }
+    }
+    let mut sumlx = 0.0f32;
+    let mut suml2 = 0.0f32;
+    for ((lo, &v), &w) in l_out.iter_mut().zip(x).zip(qw) {
+        let l = nmax.min(nearest_int(iscale * v));
+        *lo = l as u8;
+        let lf = l as f32;
+        sumlx += w * v * lf;
+        suml2 += w * lf * lf;
+    }
+    for _ in 0..5 {
+        let mut n_changed = 0;
+        for ((lo, &v), &w) in l_out.iter_mut().zip(x).zip(qw) {
+            let cur = f32::from(*lo);
+            let mut slx = sumlx - w * v * cur;
+            let mut sl2 = suml2 - w * cur * cur;
+            if slx > 0.0 && sl2 > 0.0 {
+                let new_l = nmax.min(nearest_int(v * sl2 / slx));
+                if new_l != i32::from(*lo) {
+                    let nf = new_l as f32;
+                    slx += w * v * nf;
+                    sl2 += w * nf * nf;
+                    if slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        *lo = new_l as u8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        n_changed += 1;
+                    }
+                }
+            }
+        }
+        if n_changed == 0 {
+            break;
+        }
+    }
+    if suml2 > 0.0 {
+        sumlx / suml2
+    } else {
+        0.0
+    }
 }
 
 /// Q4_K/Q5_K sub-block search: the `av_x + |x|` weights and `make_qkx2_quants` for each of
 /// the 8 sub-blocks of 32 values. Returns per-sub-block `(scales, mins)`; fills `l`.
+#[cfg(test)]
 pub(super) fn search_sub_blocks_32(p: &Qkx2, x: &[f32], l: &mut [u8; 256]) -> ([f32; 8], [f32; 8]) {
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];

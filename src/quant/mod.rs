@@ -6,9 +6,10 @@
 //! Does not own: files, tensor names or shapes, which tensors get which type (that is `ops`
 //! and `io`).
 //!
-//! Exactness: every encoder is a line-by-line port of ggml's `quantize_row_*_ref` (what
-//! `llama-quantize` runs without an importance matrix) and every decoder of `dequantize_row_*`,
-//! with the same float operation order, the same rounding helpers (`roundf` for Q8_0,
+//! Exactness: every encoder computes what ggml's `quantize_row_*_ref` (what `llama-quantize`
+//! runs without an importance matrix) or `quantize_row_*_impl` (with one, `weighted`) computes,
+//! and every decoder what `dequantize_row_*` does, with the same float operation order per
+//! block, the same rounding helpers (`roundf` for Q8_0,
 //! truncation after `+ 8.5`/`+ 16.5`/`+ 0.5` for the legacy 4/5-bit types, `nearest_int`
 //! = round half to even for K-quants) and ggml's fp32 -> fp16 conversion for scales. The
 //! tests compare bytes and float bits with gguf-py (`gguf.quants`) and with golden bytes from
@@ -17,11 +18,17 @@
 //! from both: in up to ~10% of K-quant bytes on random data, and in a few Q4_0/Q5_0 bytes
 //! per million.
 //!
-//! Rows are independent: [`quantize`] and [`dequantize`] run rows in parallel (rayon) and
-//! never allocate per block.
+//! Speed: the block searches run in SIMD lanes across blocks and the per-value steps along the
+//! values (`lanes`: AVX-512, AVX2 or baseline builds chosen at run time), each lane doing the
+//! scalar arithmetic in order, so every build gives the same bytes; the scalar transcriptions of
+//! the C code are kept as the tests' oracle (`quantize_reference`). Rows are independent:
+//! [`quantize`], [`dequantize`] and [`transcode_into`] run rows in parallel (rayon) and never
+//! allocate per block.
 
 mod half;
 mod k_quants;
+#[macro_use]
+mod lanes;
 mod q2_k;
 mod q3_k;
 mod q4;
@@ -30,6 +37,7 @@ mod q5;
 mod q5_k;
 mod q6_k;
 mod q8_0;
+mod weighted;
 
 use std::fmt;
 use std::str::FromStr;
@@ -287,6 +295,103 @@ pub fn quantize_into(ty: QuantType, data: &[f32], row_len: usize, out: &mut [u8]
     Ok(())
 }
 
+/// [`quantize_into`] with importance weights, as `llama-quantize --imatrix` encodes: `weights`
+/// holds one value per column (`row_len`), used for every row. Types ggml has no weighted
+/// encoder for (Q8_0, the float types) encode as [`quantize_into`] does.
+pub fn quantize_weighted_into(
+    ty: QuantType,
+    data: &[f32],
+    row_len: usize,
+    weights: &[f32],
+    out: &mut [u8],
+) -> Result<()> {
+    let rows = count_rows(ty, data.len(), row_len)?;
+    let row_bytes = ty.row_bytes(row_len)?;
+    if weights.len() != row_len {
+        return Err(Error::Invalid(format!(
+            "quantize {ty}: {} importance weights for rows of {row_len} values",
+            weights.len()
+        )));
+    }
+    if out.len() != rows * row_bytes {
+        return Err(Error::Invalid(format!(
+            "quantize {ty}: output buffer holds {} bytes, {rows} rows of {row_bytes} bytes needed",
+            out.len()
+        )));
+    }
+    if rows == 0 {
+        return Ok(());
+    }
+    let per_task = rows_per_task(row_len);
+    out.par_chunks_mut(row_bytes * per_task)
+        .zip(data.par_chunks(row_len * per_task))
+        .for_each(|(dst, src)| {
+            for (y, x) in dst
+                .chunks_exact_mut(row_bytes)
+                .zip(src.chunks_exact(row_len))
+            {
+                weighted::quantize_row(ty, x, weights, y);
+            }
+        });
+    Ok(())
+}
+
+/// Re-encodes rows of type `from` (`src`, rows of `row_len` values) as `to` into `dst`, rows in
+/// parallel, each task decoding its rows into a small per-thread f32 buffer and encoding them
+/// at once (the f32 values stay in cache). With `weights`, the weighted encoders (see
+/// [`quantize_weighted_into`]).
+pub fn transcode_into(
+    from: QuantType,
+    to: QuantType,
+    src: &[u8],
+    row_len: usize,
+    weights: Option<&[f32]>,
+    dst: &mut [u8],
+) -> Result<()> {
+    let (in_row, out_row) = (from.row_bytes(row_len)?, to.row_bytes(row_len)?);
+    let rows = count_byte_rows(from, src.len(), row_len, in_row)?;
+    if dst.len() != rows * out_row {
+        return Err(Error::Invalid(format!(
+            "transcode {from} -> {to}: output buffer holds {} bytes, {rows} rows of {out_row} \
+             bytes needed",
+            dst.len()
+        )));
+    }
+    if weights.is_some_and(|w| w.len() != row_len) {
+        return Err(Error::Invalid(format!(
+            "transcode {from} -> {to}: importance weights for rows of {row_len} values needed"
+        )));
+    }
+    thread_local! {
+        static ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let per_task = rows_per_task(row_len);
+    dst.par_chunks_mut(out_row * per_task)
+        .zip(src.par_chunks(in_row * per_task))
+        .for_each(|(dst, src)| {
+            ROWS.with_borrow_mut(|buf| {
+                let n = src.len() / in_row * row_len;
+                if buf.len() < n {
+                    buf.resize(n, 0.0);
+                }
+                let values = &mut buf[..n];
+                decode(from, src, values);
+                match weights {
+                    Some(w) => {
+                        for (y, x) in dst
+                            .chunks_exact_mut(out_row)
+                            .zip(values.chunks_exact(row_len))
+                        {
+                            weighted::quantize_row(to, x, w, y);
+                        }
+                    }
+                    None => encode(to, values, dst),
+                }
+            })
+        });
+    Ok(())
+}
+
 /// Dequantizes row-major `data` holding rows of `row_len` values, rows in parallel.
 pub fn dequantize(ty: QuantType, data: &[u8], row_len: usize) -> Result<Vec<f32>> {
     let row_bytes = ty.row_bytes(row_len)?;
@@ -393,13 +498,13 @@ fn decode(ty: QuantType, src: &[u8], dst: &mut [f32]) {
 }
 
 /// Little-endian fp16 at `b[0..2]` as f32.
-#[inline]
+#[inline(always)]
 fn read_f16(b: &[u8]) -> f32 {
     f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]))
 }
 
 /// f32 rounded to fp16 like `GGML_FP32_TO_FP16`, stored little-endian at `b[0..2]`.
-#[inline]
+#[inline(always)]
 fn write_f16(b: &mut [u8], v: f32) {
     b[..2].copy_from_slice(&f32_to_f16_bits(v).to_le_bytes());
 }
@@ -431,7 +536,7 @@ impl QuantType {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -496,6 +601,144 @@ mod tests {
                 serial_back.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 "{ty}"
             );
+        }
+    }
+
+    /// Varied test data: per super-block a different distribution and scale (Gaussian-like,
+    /// uniform, heavy-tailed, sparse, constant, integers, tiny, zero sub-blocks, one outlier).
+    pub(crate) fn varied_blocks(n_blocks: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let mut out = Vec::with_capacity(n_blocks * QK_K);
+        for b in 0..n_blocks {
+            let scale = [1.0f32, 1e-3, 37.0, 1e-6, 0.02, 5e3][b % 6];
+            let kind = (b / 6) % 9;
+            for i in 0..QK_K {
+                let u = next() - 0.5;
+                let g = (next() + next() + next() + next() - 2.0) * 1.7;
+                let v = match kind {
+                    0 => g,
+                    1 => u,
+                    2 => g * g * g,
+                    3 if next() < 0.8 => 0.0,
+                    3 => g,
+                    4 => 0.75,
+                    5 => (g * 8.0).round(),
+                    6 if (i / 16) % 3 == 0 => 0.0,
+                    6 => g + 0.5,
+                    7 if i == (b * 37) % QK_K => 40.0,
+                    7 => u,
+                    _ => g.abs(),
+                };
+                out.push(v * scale);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn lane_builds_equal_the_scalar_reference() {
+        type Reference = fn(&[f32], &mut [u8]);
+        type Lanes = fn(lanes::Level, &[f32], &mut [u8]);
+        let kernels: [(QuantType, Reference, Lanes); 10] = [
+            (
+                QuantType::Q8_0,
+                q8_0::quantize_reference,
+                q8_0::quantize_with,
+            ),
+            (
+                QuantType::Q4_0,
+                q4::quantize_q4_0_reference,
+                q4::quantize_q4_0_with,
+            ),
+            (
+                QuantType::Q4_1,
+                q4::quantize_q4_1_reference,
+                q4::quantize_q4_1_with,
+            ),
+            (
+                QuantType::Q5_0,
+                q5::quantize_q5_0_reference,
+                q5::quantize_q5_0_with,
+            ),
+            (
+                QuantType::Q5_1,
+                q5::quantize_q5_1_reference,
+                q5::quantize_q5_1_with,
+            ),
+            (
+                QuantType::Q2_K,
+                q2_k::quantize_reference,
+                q2_k::quantize_with,
+            ),
+            (
+                QuantType::Q3_K,
+                q3_k::quantize_reference,
+                q3_k::quantize_with,
+            ),
+            (
+                QuantType::Q4_K,
+                q4_k::quantize_reference,
+                q4_k::quantize_with,
+            ),
+            (
+                QuantType::Q5_K,
+                q5_k::quantize_reference,
+                q5_k::quantize_with,
+            ),
+            (
+                QuantType::Q6_K,
+                q6_k::quantize_reference,
+                q6_k::quantize_with,
+            ),
+        ];
+        // 163 super-blocks: groups of 1 and 2 plus a partial last group; then blocks where
+        // reduction order matters: NaN at the start, middle and end, signed zeros, ties of
+        // +-max, infinities
+        let mut x = varied_blocks(163, 11);
+        let specials = [
+            f32::NAN,
+            -0.0,
+            0.0,
+            3.0,
+            -3.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ];
+        for b in 0..64usize {
+            let mut blk = [0f32; QK_K];
+            for (i, v) in blk.iter_mut().enumerate() {
+                *v = match (b + i * 7) % 11 {
+                    0..=2 => specials[(b + i) % specials.len()],
+                    3 if b % 3 == 0 => -0.0,
+                    _ => ((i * 31 + b) % 13) as f32 * 0.25 - 1.5,
+                };
+            }
+            if b % 4 == 1 {
+                blk.iter_mut()
+                    .for_each(|v| *v = if v.is_nan() { 1.0 } else { *v });
+            }
+            if b % 8 == 2 {
+                blk.iter_mut()
+                    .for_each(|v| *v = if v.is_nan() { -0.0 } else { 0.0 });
+            }
+            x.extend_from_slice(&blk);
+        }
+        for (ty, reference, fast) in kernels {
+            let n = ty.row_bytes(x.len()).unwrap();
+            let mut want = vec![0u8; n];
+            reference(&x, &mut want);
+            for level in lanes::Level::available() {
+                let mut got = vec![0xAAu8; n];
+                fast(level, &x, &mut got);
+                let first = got.iter().zip(&want).position(|(a, b)| a != b);
+                assert_eq!(first, None, "{ty} at {level:?}: first differing byte");
+            }
         }
     }
 

@@ -9,6 +9,7 @@
 //! nibble. Quants are `(int8_t)(x * id + 8.5f)` / `(int8_t)((x - min) * id + 0.5f)`: C
 //! truncation toward zero, capped at 15 (ggml's `quantize_row_q4_{0,1}_ref`).
 
+use super::lanes;
 use super::{read_f16, write_f16};
 
 pub(super) const BLOCK: usize = 32;
@@ -16,19 +17,19 @@ pub(super) const Q4_0_BYTES: usize = 2 + BLOCK / 2;
 pub(super) const Q4_1_BYTES: usize = 4 + BLOCK / 2;
 
 /// C's `(int8_t)f` on x86-64: truncate to int32, keep the low byte.
-#[inline]
+#[inline(always)]
 pub(super) fn trunc_i8(f: f32) -> i8 {
     (f as i32) as i8
 }
 
 /// C's `MIN(cap, q)` on an int8 quant, stored as uint8.
-#[inline]
+#[inline(always)]
 fn cap(q: i8, cap: i8) -> u8 {
     (if cap < q { cap } else { q }) as u8
 }
 
 /// The signed value of largest magnitude, first one on ties (`if (amax < fabsf(v))`).
-#[inline]
+#[inline(always)]
 pub(super) fn signed_absmax(x: &[f32]) -> f32 {
     let mut amax = 0.0f32;
     let mut max = 0.0f32;
@@ -42,7 +43,7 @@ pub(super) fn signed_absmax(x: &[f32]) -> f32 {
 }
 
 /// (min, max) as ggml's Q4_1/Q5_1 loops find them, starting from (FLT_MAX, -FLT_MAX).
-#[inline]
+#[inline(always)]
 pub(super) fn min_max(x: &[f32]) -> (f32, f32) {
     let mut min = f32::MAX;
     let mut max = -f32::MAX;
@@ -57,7 +58,142 @@ pub(super) fn min_max(x: &[f32]) -> (f32, f32) {
     (min, max)
 }
 
-pub(super) fn quantize_q4_0(src: &[f32], dst: &mut [u8]) {
+/// Whether a block holds a NaN. The tree reductions below equal ggml's sequential loops only
+/// without NaN (a NaN is skipped or kept depending on where it sits), so blocks with one take
+/// the sequential loops.
+#[inline(always)]
+pub(super) fn has_nan(x: &[f32; BLOCK]) -> bool {
+    let mut any = false;
+    for &v in x {
+        any |= v.is_nan();
+    }
+    any
+}
+
+/// The largest (`LARGEST`) or smallest value of `v`, by a tree of comparisons (vector
+/// instructions; without NaN the order cannot change the value).
+#[inline(always)]
+fn tree_extreme<const LARGEST: bool>(mut v: [f32; BLOCK]) -> f32 {
+    let mut n = BLOCK / 2;
+    while n > 0 {
+        for i in 0..n {
+            let right = if LARGEST {
+                v[i + n] > v[i]
+            } else {
+                v[i + n] < v[i]
+            };
+            v[i] = if right { v[i + n] } else { v[i] };
+        }
+        n /= 2;
+    }
+    v[0]
+}
+
+/// The first element of `x` whose key equals `key` (one exists).
+#[inline(always)]
+fn first_equal(x: &[f32; BLOCK], keys: &[f32; BLOCK], key: f32) -> f32 {
+    let mut bits = 0u32;
+    for (i, &k) in keys.iter().enumerate() {
+        bits |= u32::from(k == key) << i;
+    }
+    x[(bits.trailing_zeros() as usize).min(BLOCK - 1)]
+}
+
+/// [`signed_absmax`] for a NaN-free block: the largest magnitude by a tree, then the first
+/// value with that magnitude (the sequential loop keeps the first of equal magnitudes); 0 when
+/// every magnitude is 0 (the loop's starting value).
+#[inline(always)]
+pub(super) fn signed_absmax_tree(x: &[f32; BLOCK]) -> f32 {
+    let mut a = [0f32; BLOCK];
+    for i in 0..BLOCK {
+        a[i] = x[i].abs();
+    }
+    let amax = tree_extreme::<true>(a);
+    if amax > 0.0 {
+        first_equal(x, &a, amax)
+    } else {
+        0.0
+    }
+}
+
+/// [`min_max`] for a NaN-free block: the extreme values by trees, then the first element equal
+/// to each (which decides the sign of a zero, as the loop's first-wins does); the loop's
+/// starting values when no element beats them.
+#[inline(always)]
+pub(super) fn min_max_tree(x: &[f32; BLOCK]) -> (f32, f32) {
+    let lo = tree_extreme::<false>(*x);
+    let hi = tree_extreme::<true>(*x);
+    let min = if lo < f32::MAX {
+        first_equal(x, x, lo)
+    } else {
+        f32::MAX
+    };
+    let max = if hi > -f32::MAX {
+        first_equal(x, x, hi)
+    } else {
+        -f32::MAX
+    };
+    (min, max)
+}
+
+/// The signed maximum of a block: the tree when it is NaN-free, else ggml's loop.
+#[inline(always)]
+pub(super) fn block_signed_absmax(x: &[f32; BLOCK]) -> f32 {
+    if has_nan(x) {
+        signed_absmax(x)
+    } else {
+        signed_absmax_tree(x)
+    }
+}
+
+/// The (min, max) of a block: the trees when it is NaN-free, else ggml's loop.
+#[inline(always)]
+pub(super) fn block_min_max(x: &[f32; BLOCK]) -> (f32, f32) {
+    if has_nan(x) {
+        min_max(x)
+    } else {
+        min_max_tree(x)
+    }
+}
+
+/// One 32-value block as an array (the slices come from `chunks_exact(BLOCK)`).
+#[inline(always)]
+pub(super) fn block(x: &[f32]) -> &[f32; BLOCK] {
+    x.try_into().unwrap_or(&[0.0; BLOCK])
+}
+
+lanes::multiversion!(pub(super) fn quantize_q4_0, quantize_q4_0_with => q4_0_kernel(src: &[f32], dst: &mut [u8]));
+lanes::multiversion!(pub(super) fn quantize_q4_1, quantize_q4_1_with => q4_1_kernel(src: &[f32], dst: &mut [u8]));
+
+/// `quantize_row_q4_0_ref`, its block reduction as a tree; the lane count is unused (each
+/// block is vectorized along its values).
+#[inline(always)]
+fn q4_0_kernel<const N: usize>(src: &[f32], dst: &mut [u8]) {
+    for (x, y) in src
+        .chunks_exact(BLOCK)
+        .zip(dst.chunks_exact_mut(Q4_0_BYTES))
+    {
+        let x = block(x);
+        q4_0_block(x, y, block_signed_absmax(x));
+    }
+}
+
+#[inline(always)]
+fn q4_0_block(x: &[f32; BLOCK], y: &mut [u8], max: f32) {
+    let d = max / -8.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    write_f16(y, d);
+    let (lo, hi) = x.split_at(BLOCK / 2);
+    for ((q, &x0), &x1) in y[2..].iter_mut().zip(lo).zip(hi) {
+        let xi0 = cap(trunc_i8(x0 * id + 8.5), 15);
+        let xi1 = cap(trunc_i8(x1 * id + 8.5), 15);
+        *q = xi0 | (xi1 << 4);
+    }
+}
+
+/// The sequential transcription of `quantize_row_q4_0_ref`, the tests' oracle.
+#[cfg(test)]
+pub(super) fn quantize_q4_0_reference(src: &[f32], dst: &mut [u8]) {
     for (x, y) in src
         .chunks_exact(BLOCK)
         .zip(dst.chunks_exact_mut(Q4_0_BYTES))
@@ -89,7 +225,35 @@ pub(super) fn dequantize_q4_0(src: &[u8], dst: &mut [f32]) {
     }
 }
 
-pub(super) fn quantize_q4_1(src: &[f32], dst: &mut [u8]) {
+#[inline(always)]
+fn q4_1_kernel<const N: usize>(src: &[f32], dst: &mut [u8]) {
+    for (x, y) in src
+        .chunks_exact(BLOCK)
+        .zip(dst.chunks_exact_mut(Q4_1_BYTES))
+    {
+        let x = block(x);
+        let (min, max) = block_min_max(x);
+        q4_1_block(x, y, min, max);
+    }
+}
+
+#[inline(always)]
+fn q4_1_block(x: &[f32; BLOCK], y: &mut [u8], min: f32, max: f32) {
+    let d = (max - min) / 15.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    write_f16(&mut y[0..2], d);
+    write_f16(&mut y[2..4], min);
+    let (lo, hi) = x.split_at(BLOCK / 2);
+    for ((q, &x0), &x1) in y[4..].iter_mut().zip(lo).zip(hi) {
+        let xi0 = cap(trunc_i8((x0 - min) * id + 0.5), 15);
+        let xi1 = cap(trunc_i8((x1 - min) * id + 0.5), 15);
+        *q = xi0 | (xi1 << 4);
+    }
+}
+
+/// The sequential transcription of `quantize_row_q4_1_ref`, the tests' oracle.
+#[cfg(test)]
+pub(super) fn quantize_q4_1_reference(src: &[f32], dst: &mut [u8]) {
     for (x, y) in src
         .chunks_exact(BLOCK)
         .zip(dst.chunks_exact_mut(Q4_1_BYTES))

@@ -8,9 +8,8 @@
 //! Nibbles: each 64-value chunk is 32 bytes, value c+l in the low nibble of byte l and value
 //! c+l+32 in the high nibble.
 
-use super::k_quants::{
-    get_scale_min_k4, nearest_int, pack_scales_mins, search_sub_blocks_32, Qkx2,
-};
+use super::k_quants::{get_scale_min_k4, nearest_int, pack_scales_mins, Qkx2};
+use super::lanes::{self, gather, qkx_quants, qkx_search, Block, F};
 use super::{read_f16, write_f16, QK_K};
 
 pub(super) const BYTES: usize = 4 + 12 + QK_K / 2;
@@ -23,7 +22,64 @@ const SEARCH: Qkx2 = Qkx2 {
     use_mad: false,
 };
 
-pub(super) fn quantize(src: &[f32], dst: &mut [u8]) {
+lanes::multiversion!(pub(super) fn quantize, quantize_with => kernel(src: &[f32], dst: &mut [u8]));
+
+#[inline(always)]
+fn kernel<const N: usize>(src: &[f32], dst: &mut [u8]) {
+    quantize_k45::<N>(src, dst, &SEARCH, BYTES, pack_nibbles)
+}
+
+/// The Q4_K/Q5_K reference encoders with the sub-block searches of N sub-blocks (N/8
+/// super-blocks) run in lanes: per sub-block weights `sqrt(mean(x^2)) + |x|`, the search, then
+/// per super-block the 6-bit scales, the re-quantization and `pack`.
+#[inline(always)]
+pub(super) fn quantize_k45<const N: usize>(
+    src: &[f32],
+    dst: &mut [u8],
+    p: &Qkx2,
+    bytes: usize,
+    pack: fn(&[u8; QK_K], &mut [u8]),
+) {
+    let per_group = N / 8;
+    let mut l = [0u8; QK_K];
+    for (xs, ys) in src
+        .chunks(QK_K * per_group)
+        .zip(dst.chunks_mut(bytes * per_group))
+    {
+        let x: Block<N, 32> = gather(xs);
+        let mut sum_x2 = F::splat(0.0);
+        for v in &x {
+            sum_x2 = sum_x2 + *v * *v;
+        }
+        let av_x = (sum_x2 / F::splat(32.0)).sqrt();
+        let w: Block<N, 32> = std::array::from_fn(|i| av_x + x[i].abs());
+        let r = qkx_search(&x, &w, p.nmax, p.rmin, p.rdelta, p.nstep, p.use_mad);
+        for (b, (xb, yb)) in xs
+            .chunks_exact(QK_K)
+            .zip(ys.chunks_exact_mut(bytes))
+            .enumerate()
+        {
+            let lane = 8 * b;
+            let scales: [f32; 8] = std::array::from_fn(|j| r.scale.0[lane + j]);
+            let mins: [f32; 8] = std::array::from_fn(|j| r.the_min.0[lane + j]);
+            for j in 0..8 {
+                let s = 32 * j..32 * j + 32;
+                qkx_quants(&r, lane + j, &xb[s.clone()], p.nmax, &mut l[s]);
+            }
+            let (d, dmin) = pack_scales_mins(&scales, &mins, &mut yb[4..16]);
+            write_f16(&mut yb[0..2], d);
+            write_f16(&mut yb[2..4], dmin);
+            requantize_with_stored_scales(xb, &yb[..16], p.nmax, &mut l);
+            pack(&l, &mut yb[16..]);
+        }
+    }
+}
+
+/// The scalar transcription of `quantize_row_q4_K_ref`, the oracle the lane build is tested
+/// against.
+#[cfg(test)]
+pub(super) fn quantize_reference(src: &[f32], dst: &mut [u8]) {
+    use super::k_quants::search_sub_blocks_32;
     let mut l = [0u8; QK_K];
     for (x, y) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(BYTES)) {
         let (scales, mins) = search_sub_blocks_32(&SEARCH, x, &mut l);
@@ -31,16 +87,24 @@ pub(super) fn quantize(src: &[f32], dst: &mut [u8]) {
         write_f16(&mut y[0..2], d);
         write_f16(&mut y[2..4], dmin);
         requantize_with_stored_scales(x, &y[..16], 15, &mut l);
-        for (chunk, q) in l.chunks_exact(64).zip(y[16..].chunks_exact_mut(32)) {
-            for (k, byte) in q.iter_mut().enumerate() {
-                *byte = chunk[k] | (chunk[k + 32] << 4);
-            }
+        pack_nibbles(&l, &mut y[16..]);
+    }
+}
+
+/// Q4_K quants into 128 bytes: per 64-value chunk, value c+k in the low nibble of byte k and
+/// value c+k+32 in the high nibble.
+#[inline(always)]
+pub(super) fn pack_nibbles(l: &[u8; QK_K], qs: &mut [u8]) {
+    for (chunk, q) in l.chunks_exact(64).zip(qs.chunks_exact_mut(32)) {
+        for (k, byte) in q.iter_mut().enumerate() {
+            *byte = chunk[k] | (chunk[k + 32] << 4);
         }
     }
 }
 
 /// Shared by Q4_K/Q5_K: re-quantizes each sub-block against the stored (fp16, 6-bit) scale
 /// and min; sub-blocks whose stored scale is zero keep their search result.
+#[inline(always)]
 pub(super) fn requantize_with_stored_scales(
     x: &[f32],
     header: &[u8],

@@ -10,7 +10,10 @@
 //! `MIN(31, (int8_t)(x * id + 16.5f))` (Q5_0) and `(uint8_t)((x - min) * id + 0.5f)` (Q5_1,
 //! no cap), as in ggml's `quantize_row_q5_{0,1}_ref`.
 
-use super::q4::{min_max, signed_absmax, trunc_i8};
+use super::lanes;
+use super::q4::{block, block_min_max, block_signed_absmax, trunc_i8};
+#[cfg(test)]
+use super::q4::{min_max, signed_absmax};
 use super::{read_f16, write_f16};
 
 pub(super) const BLOCK: usize = 32;
@@ -18,7 +21,7 @@ pub(super) const Q5_0_BYTES: usize = 2 + 4 + BLOCK / 2;
 pub(super) const Q5_1_BYTES: usize = 4 + 4 + BLOCK / 2;
 
 /// Packs 32 five-bit quants into `qh` (4 bytes) and `qs` (16 bytes).
-#[inline]
+#[inline(always)]
 fn pack(q: &[u8; BLOCK], qh: &mut [u8], qs: &mut [u8]) {
     let mut bits = 0u32;
     for j in 0..BLOCK / 2 {
@@ -31,7 +34,7 @@ fn pack(q: &[u8; BLOCK], qh: &mut [u8], qs: &mut [u8]) {
 }
 
 /// The 32 five-bit quants of a block, in value order, as ggml's dequantizers read them.
-#[inline]
+#[inline(always)]
 fn unpack(qh: &[u8], qs: &[u8], mut each: impl FnMut(usize, i32)) {
     let bits = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
     for (j, &q) in qs[..BLOCK / 2].iter().enumerate() {
@@ -42,22 +45,43 @@ fn unpack(qh: &[u8], qs: &[u8], mut each: impl FnMut(usize, i32)) {
     }
 }
 
-pub(super) fn quantize_q5_0(src: &[f32], dst: &mut [u8]) {
-    let mut q = [0u8; BLOCK];
+lanes::multiversion!(pub(super) fn quantize_q5_0, quantize_q5_0_with => q5_0_kernel(src: &[f32], dst: &mut [u8]));
+lanes::multiversion!(pub(super) fn quantize_q5_1, quantize_q5_1_with => q5_1_kernel(src: &[f32], dst: &mut [u8]));
+
+/// `quantize_row_q5_0_ref`, its block reduction as a tree; the lane count is unused.
+#[inline(always)]
+fn q5_0_kernel<const N: usize>(src: &[f32], dst: &mut [u8]) {
     for (x, y) in src
         .chunks_exact(BLOCK)
         .zip(dst.chunks_exact_mut(Q5_0_BYTES))
     {
-        let max = signed_absmax(x);
-        let d = max / -16.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        write_f16(y, d);
-        for (qi, &v) in q.iter_mut().zip(x) {
-            let t = trunc_i8(v * id + 16.5);
-            *qi = (if 31 < t { 31 } else { t }) as u8;
-        }
-        let (qh, qs) = y[2..].split_at_mut(4);
-        pack(&q, qh, qs);
+        let x = block(x);
+        q5_0_block(x, y, block_signed_absmax(x));
+    }
+}
+
+#[inline(always)]
+fn q5_0_block(x: &[f32; BLOCK], y: &mut [u8], max: f32) {
+    let mut q = [0u8; BLOCK];
+    let d = max / -16.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    write_f16(y, d);
+    for (qi, &v) in q.iter_mut().zip(x) {
+        let t = trunc_i8(v * id + 16.5);
+        *qi = (if 31 < t { 31 } else { t }) as u8;
+    }
+    let (qh, qs) = y[2..].split_at_mut(4);
+    pack(&q, qh, qs);
+}
+
+/// The sequential transcription of `quantize_row_q5_0_ref`, the tests' oracle.
+#[cfg(test)]
+pub(super) fn quantize_q5_0_reference(src: &[f32], dst: &mut [u8]) {
+    for (x, y) in src
+        .chunks_exact(BLOCK)
+        .zip(dst.chunks_exact_mut(Q5_0_BYTES))
+    {
+        q5_0_block(block(x), y, signed_absmax(x));
     }
 }
 
@@ -71,22 +95,42 @@ pub(super) fn dequantize_q5_0(src: &[u8], dst: &mut [f32]) {
     }
 }
 
-pub(super) fn quantize_q5_1(src: &[f32], dst: &mut [u8]) {
+/// `quantize_row_q5_1_ref`, its block reduction as a tree; the lane count is unused.
+#[inline(always)]
+fn q5_1_kernel<const N: usize>(src: &[f32], dst: &mut [u8]) {
+    for (x, y) in src
+        .chunks_exact(BLOCK)
+        .zip(dst.chunks_exact_mut(Q5_1_BYTES))
+    {
+        let x = block(x);
+        let (min, max) = block_min_max(x);
+        q5_1_block(x, y, min, max);
+    }
+}
+
+#[inline(always)]
+fn q5_1_block(x: &[f32; BLOCK], y: &mut [u8], min: f32, max: f32) {
     let mut q = [0u8; BLOCK];
+    let d = (max - min) / 31.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    write_f16(&mut y[0..2], d);
+    write_f16(&mut y[2..4], min);
+    for (qi, &v) in q.iter_mut().zip(x) {
+        *qi = trunc_i8((v - min) * id + 0.5) as u8;
+    }
+    let (qh, qs) = y[4..].split_at_mut(4);
+    pack(&q, qh, qs);
+}
+
+/// The sequential transcription of `quantize_row_q5_1_ref`, the tests' oracle.
+#[cfg(test)]
+pub(super) fn quantize_q5_1_reference(src: &[f32], dst: &mut [u8]) {
     for (x, y) in src
         .chunks_exact(BLOCK)
         .zip(dst.chunks_exact_mut(Q5_1_BYTES))
     {
         let (min, max) = min_max(x);
-        let d = (max - min) / 31.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        write_f16(&mut y[0..2], d);
-        write_f16(&mut y[2..4], min);
-        for (qi, &v) in q.iter_mut().zip(x) {
-            *qi = trunc_i8((v - min) * id + 0.5) as u8;
-        }
-        let (qh, qs) = y[4..].split_at_mut(4);
-        pack(&q, qh, qs);
+        q5_1_block(block(x), y, min, max);
     }
 }
 

@@ -4,15 +4,59 @@
 //! quantized with the unrounded `1/d` and `roundf` (ties away from zero); only the stored
 //! scale is rounded to fp16.
 
+use super::lanes;
+use super::q4::{block, has_nan};
 use super::{read_f16, write_f16};
 
 pub(super) const BLOCK: usize = 32;
 pub(super) const BYTES: usize = 2 + BLOCK;
 
-pub(super) fn quantize(src: &[f32], dst: &mut [u8]) {
+lanes::multiversion!(pub(super) fn quantize, quantize_with => kernel(src: &[f32], dst: &mut [u8]));
+
+/// `quantize_row_q8_0_ref`, the block maximum as a tree on NaN-free blocks (C's `MAX` loop
+/// otherwise: it forgets a NaN unless it is last); the lane count is unused.
+#[inline(always)]
+fn kernel<const N: usize>(src: &[f32], dst: &mut [u8]) {
     for (x, y) in src.chunks_exact(BLOCK).zip(dst.chunks_exact_mut(BYTES)) {
-        quantize_block(x, y);
+        let x = block(x);
+        let amax = if has_nan(x) {
+            amax_loop(x)
+        } else {
+            let mut a = [0f32; BLOCK];
+            for i in 0..BLOCK {
+                a[i] = x[i].abs();
+            }
+            let mut n = BLOCK / 2;
+            while n > 0 {
+                for i in 0..n {
+                    a[i] = if a[i + n] > a[i] { a[i + n] } else { a[i] };
+                }
+                n /= 2;
+            }
+            a[0]
+        };
+        quantize_block(x, y, amax);
     }
+}
+
+/// The sequential transcription of `quantize_row_q8_0_ref`, the tests' oracle.
+#[cfg(test)]
+pub(super) fn quantize_reference(src: &[f32], dst: &mut [u8]) {
+    for (x, y) in src.chunks_exact(BLOCK).zip(dst.chunks_exact_mut(BYTES)) {
+        quantize_block(x, y, amax_loop(x));
+    }
+}
+
+/// ggml's `amax = MAX(amax, fabsf(x[j]))` loop.
+#[inline(always)]
+fn amax_loop(x: &[f32]) -> f32 {
+    let mut amax = 0.0f32;
+    for &v in x {
+        let a = v.abs();
+        // C's MAX(amax, fabsf(v)): `amax > a ? amax : a`
+        amax = if amax > a { amax } else { a };
+    }
+    amax
 }
 
 pub(super) fn dequantize(src: &[u8], dst: &mut [f32]) {
@@ -24,14 +68,8 @@ pub(super) fn dequantize(src: &[u8], dst: &mut [f32]) {
     }
 }
 
-#[inline]
-fn quantize_block(x: &[f32], y: &mut [u8]) {
-    let mut amax = 0.0f32;
-    for &v in x {
-        let a = v.abs();
-        // C's MAX(amax, fabsf(v)): `amax > a ? amax : a`
-        amax = if amax > a { amax } else { a };
-    }
+#[inline(always)]
+fn quantize_block(x: &[f32], y: &mut [u8], amax: f32) {
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     write_f16(y, d);
@@ -42,7 +80,7 @@ fn quantize_block(x: &[f32], y: &mut [u8]) {
 
 /// C's `roundf` (half away from zero) converted to an integer, for |v| < 2^31; no libm call.
 /// `v - trunc(v)` is exact in f32, so the comparison with 0.5 decides ties exactly.
-#[inline]
+#[inline(always)]
 pub(super) fn roundf(v: f32) -> i32 {
     let t = v as i32;
     let frac = v - t as f32;
@@ -82,7 +120,7 @@ mod tests {
     fn integers_with_amax_127_round_trip_exactly() {
         let x: Vec<f32> = (0..32).map(|i| (i * 8 - 127) as f32).collect();
         let mut y = [0u8; BYTES];
-        quantize_block(&x, &mut y);
+        quantize_block(&x, &mut y, amax_loop(&x));
         assert_eq!(&y[..2], &[0x00, 0x3C], "d = 1.0 in fp16");
         let mut back = [0f32; BLOCK];
         dequantize(&y, &mut back);

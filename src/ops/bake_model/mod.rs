@@ -216,6 +216,24 @@ fn plan<'a>(layout: &ModelLayout, inputs: &[BakeInput<'a>]) -> Result<Plan<'a>> 
     Ok(plan)
 }
 
+/// Every reason `adapter`'s modules do not fit `layout` (a missing tensor, a different shape),
+/// one line each, found as a bake would find them; empty when every module fits.
+pub fn fit_problems(layout: &ModelLayout, adapter: &crate::adapter::Adapter) -> Vec<String> {
+    let input = BakeInput {
+        label: "adapter".into(),
+        adapter,
+        weight: 1.0,
+    };
+    match plan(layout, &[input]) {
+        Ok(_) => Vec::new(),
+        Err(Error::BaseMismatch { problems, .. }) => problems
+            .into_iter()
+            .map(|p| p.strip_prefix("adapter: ").map(str::to_string).unwrap_or(p))
+            .collect(),
+        Err(e) => vec![e.to_string()],
+    }
+}
+
 /// Where a bake's output goes: a new directory for a directory base, a file for a file base.
 fn check_output(layout: &ModelLayout, out: &Path) -> Result<()> {
     let dir_base = layout.path.is_dir();
