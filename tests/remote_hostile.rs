@@ -5,6 +5,7 @@
 //! injection) and tests/hub_server/fake_registry.py (an OCI registry over a store's layout).
 
 mod remote_support;
+mod robust;
 
 use remote_support::*;
 use serde_json::json;
@@ -496,16 +497,18 @@ fn a_killed_oci_pull_leaves_nothing_in_the_store_but_temp_files_gc_removes() {
     );
     let tmp = env.store().join("tmp");
     wait_for("a staged blob", || {
-        files_under(&tmp)
-            .iter()
-            .any(|p| p.to_string_lossy().starts_with("pull-"))
+        files_under(&tmp).iter().any(|p| {
+            p.to_string_lossy()
+                .starts_with(loratool::io::staging::TEMP_PREFIX)
+        })
     });
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(files_under(&env.store().join("blobs/sha256")).is_empty());
     let index = std::fs::read_to_string(env.store().join("index.json")).unwrap();
     assert!(!index.contains("team/plain"));
-    // gc removes temp files once they are old enough not to belong to a running writer
+    // gc removes temp files no running writer holds (the lock died with the killed pull;
+    // aged too, which changes nothing for a locked temp file)
     for rel in files_under(&tmp) {
         let f = std::fs::File::options()
             .write(true)
@@ -520,4 +523,37 @@ fn a_killed_oci_pull_leaves_nothing_in_the_store_but_temp_files_gc_removes() {
         "gc left {:?}",
         files_under(&tmp)
     );
+}
+
+/// A pull into a store on a full filesystem (a 48 KiB tmpfs: room for the store's own files
+/// and the config, not for the 76 KB weights) fails with the OS's "No space left on device" and
+/// leaves no blob, no temp file and no tag behind.
+#[test]
+fn an_oci_pull_into_a_full_disk_leaves_a_clean_store() {
+    let Some((reg, mut env, _)) = registry_with_plain(None) else {
+        return;
+    };
+    let Some(fs) = robust::SmallFs::mount(
+        "an_oci_pull_into_a_full_disk_leaves_a_clean_store",
+        48 << 10,
+    ) else {
+        return;
+    };
+    let store = fs.path().join("store");
+    env.set("LORATOOL_HOME", store.to_str().unwrap());
+    let o = env.loratool(&["pull", &format!("oci://{}/team/plain:v1", reg.addr)]);
+    assert!(!o.status.success(), "pull succeeded: {}", stdout(&o));
+    let e = stderr(&o);
+    assert!(e.contains("No space left on device"), "{e}");
+    assert!(
+        files_under(&store.join("tmp")).is_empty(),
+        "temp files left"
+    );
+    assert!(
+        files_under(&store.join("blobs/sha256")).is_empty(),
+        "blobs left"
+    );
+    let index = std::fs::read_to_string(store.join("index.json")).unwrap_or_default();
+    assert!(!index.contains("team/plain"), "{index}");
+    env.loratool_ok(&["verify"]);
 }

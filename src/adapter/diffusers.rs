@@ -265,17 +265,18 @@ pub fn write(
     let mut md = IndexMap::new();
     md.insert("format".to_string(), "pt".to_string());
     md.insert(METADATA_KEY.to_string(), text);
-    let target = if out.extension().is_some_and(|e| e == "safetensors") {
-        out.to_path_buf()
-    } else {
-        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-        out.join(WEIGHTS_FILE)
-    };
     let pending: Vec<PendingTensor> = names
         .iter()
         .map(|(n, t)| PendingTensor::from_tensor(n.clone(), t))
         .collect();
-    write_safetensors(&target, &pending, Some(&md), progress)
+    if out.extension().is_some_and(|e| e == "safetensors") {
+        write_safetensors(out, &pending, Some(&md), progress)
+    } else {
+        // a directory output is staged beside `out`: a failed write leaves no empty directory
+        crate::io::staging::write_dir(out, |staging| {
+            write_safetensors(&staging.join(WEIGHTS_FILE), &pending, Some(&md), progress)
+        })
+    }
 }
 
 #[cfg(test)]

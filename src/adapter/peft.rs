@@ -11,6 +11,7 @@ use super::peft_config::{alpha_json, plan_rank_alpha, PeftConfig, PeftType};
 use super::{report_unknown, Adapter, AdapterMeta, Format, LayerKind, LoraLayer, ReadOptions};
 use crate::error::{Error, Result};
 use crate::io::atomic::write_bytes_atomic;
+use crate::io::staging::write_dir;
 use crate::io::{write_safetensors, PendingTensor, SafetensorsFile, WriteReport};
 use crate::tensor::Tensor;
 use indexmap::IndexMap;
@@ -378,15 +379,12 @@ pub fn write(
     let config = config_json(adapter, |p| p.to_string());
     let config_text = serde_json::to_string_pretty(&config)
         .map_err(|e| Error::Invalid(format!("cannot serialise adapter config: {e}")))?;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let weights = dir.join(WEIGHTS_FILE);
-    let report = write_safetensors(&weights, &pending, Some(&md), progress)?;
-    let config_path = dir.join(CONFIG_FILE);
-    if let Err(e) = write_bytes_atomic(&config_path, config_text.as_bytes()) {
-        let _ = std::fs::remove_file(&weights);
-        return Err(e);
-    }
-    Ok(report)
+    // both files are staged beside `dir` and moved in together: a failed write leaves neither
+    write_dir(dir, |staging| {
+        let report = write_safetensors(&staging.join(WEIGHTS_FILE), &pending, Some(&md), progress)?;
+        write_bytes_atomic(&staging.join(CONFIG_FILE), config_text.as_bytes())?;
+        Ok(report)
+    })
 }
 
 /// The LoraConfig fields for these layers. Keys sorted (as PEFT writes them).

@@ -267,9 +267,11 @@ fn most_common(values: impl Iterator<Item = f64>) -> Option<f64> {
     counts.into_iter().find(|(_, c)| *c == max).map(|(v, _)| v)
 }
 
-/// A JSON number for an alpha: an integer when it is one, so configs read naturally.
+/// A JSON number for an alpha: an integer when it is one, so configs read naturally (but -0.0
+/// stays a float: as an integer it would read back as +0).
 pub fn alpha_json(alpha: f64) -> Value {
-    if alpha.fract() == 0.0 && alpha.abs() < 9.0e15 {
+    let negative_zero = alpha == 0.0 && alpha.is_sign_negative();
+    if alpha.fract() == 0.0 && alpha.abs() < 9.0e15 && !negative_zero {
         Value::from(alpha as i64)
     } else {
         Value::from(alpha)

@@ -1,8 +1,10 @@
-//! Atomic file creation: write into a temp file beside the destination, fsync, rename.
-//! An interrupted or failed write leaves no file at the destination (and the old one, if any,
-//! untouched).
+//! Atomic file creation: write into a locked temp file beside the destination, fsync, rename
+//! (see [`crate::io::staging`] for the temp names and how leftovers of killed writers are
+//! removed). An interrupted or failed write leaves no file at the destination (and the old one,
+//! if any, untouched).
 
 use crate::error::{Error, Result};
+use crate::io::staging::TempFile;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -12,38 +14,24 @@ use std::path::{Path, PathBuf};
 /// from several threads (positioned writes) use this directly; [`write_atomic`] wraps it for a
 /// sequential writer.
 pub struct TempOutput {
-    dir: PathBuf,
-    tmp: tempfile::NamedTempFile,
+    tmp: TempFile,
 }
 
 impl TempOutput {
-    /// An empty temp file in the destination's directory (created if missing).
+    /// An empty locked temp file in the destination's directory (created if missing).
     pub fn create(path: &Path) -> Result<TempOutput> {
-        let dir = parent_dir(path);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".loratool-")
-            .suffix(".tmp")
-            .tempfile_in(&dir)
-            .map_err(|e| Error::io(&dir, e))?;
-        Ok(TempOutput { dir, tmp })
+        Ok(TempOutput {
+            tmp: TempFile::beside(path)?,
+        })
     }
 
     pub fn file(&self) -> &File {
-        self.tmp.as_file()
+        self.tmp.file()
     }
 
     /// fsync the data, rename over `path`, fsync the directory (best effort).
     pub fn commit(self, path: &Path) -> Result<()> {
-        self.tmp
-            .as_file()
-            .sync_all()
-            .map_err(|e| Error::io(path, e))?;
-        self.tmp
-            .persist(path)
-            .map_err(|e| Error::io(path, e.error))?;
-        sync_dir(&self.dir);
-        Ok(())
+        self.tmp.commit_as(path)
     }
 
     /// Rename over `path` without an fsync, returning the open file: for files written into a
@@ -51,7 +39,7 @@ impl TempOutput {
     /// together (in parallel, after the last one is written) before that rename instead of
     /// waiting for each in turn.
     pub fn commit_unsynced(self, path: &Path) -> Result<File> {
-        self.tmp.persist(path).map_err(|e| Error::io(path, e.error))
+        self.tmp.commit_unsynced(path)
     }
 }
 
@@ -63,7 +51,7 @@ pub fn sync_files(files: &[(PathBuf, File)], dir: &Path) -> Result<()> {
         .par_iter()
         .with_max_len(1)
         .try_for_each(|(p, f)| f.sync_all().map_err(|e| Error::io(p, e)))?;
-    sync_dir(dir);
+    crate::io::staging::sync_dir(dir);
     Ok(())
 }
 
@@ -86,18 +74,4 @@ pub fn write_atomic<T>(
 /// Write a small file atomically from bytes.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, |w| w.write_all(bytes).map_err(|e| Error::io(path, e)))
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// Make the rename durable. Best effort: some filesystems refuse to fsync directories.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }

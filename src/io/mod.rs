@@ -7,6 +7,7 @@ pub mod imatrix;
 pub mod model;
 pub mod safetensors;
 pub mod safetensors_write;
+pub mod staging;
 
 pub use model::TensorStore;
 pub use safetensors::{SafetensorsFile, TensorInfo};

@@ -201,7 +201,12 @@ pub fn repeated_header_keys(path: &Path) -> Result<Vec<String>> {
 pub fn parse_header(path: &Path, bytes: &[u8], file_len: u64) -> Result<SafetensorsFile> {
     let bad = |m: String| Error::malformed(path, m);
     let mut len_bytes = [0u8; 8];
-    len_bytes.copy_from_slice(&bytes[..8]);
+    len_bytes.copy_from_slice(bytes.get(..8).ok_or_else(|| {
+        bad(format!(
+            "not a safetensors file: {} bytes, shorter than the 8-byte header length",
+            bytes.len()
+        ))
+    })?);
     let header_len = u64::from_le_bytes(len_bytes);
     if header_len > MAX_HEADER_LEN {
         return Err(bad(format!(
@@ -213,7 +218,12 @@ pub fn parse_header(path: &Path, bytes: &[u8], file_len: u64) -> Result<Safetens
             "header length {header_len} runs past the end of the {file_len}-byte file (truncated or not a safetensors file)"
         )));
     }
-    let header = &bytes[8..8 + header_len as usize];
+    let header = bytes.get(8..8 + header_len as usize).ok_or_else(|| {
+        bad(format!(
+            "header length {header_len} runs past the {} bytes read (truncated file?)",
+            bytes.len()
+        ))
+    })?;
     let text = std::str::from_utf8(header)
         .map_err(|_| bad("header is not valid UTF-8 (not a safetensors file?)".into()))?;
     let value: serde_json::Value = serde_json::from_str(text.trim_end_matches(' '))

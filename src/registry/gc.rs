@@ -5,12 +5,13 @@
 use super::error::{RegistryError, Result};
 use super::layout::Store;
 use super::names::Digest;
+use crate::io::staging;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-/// Temp files and materialised adapters older than this are leftovers of killed processes
-/// (blob temp files of a running `add` are younger: adds write them without the lock).
+/// Materialised adapters (which readers use without a lock) older than this are leftovers of
+/// killed processes.
 const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Default)]
@@ -66,27 +67,28 @@ impl Store {
                 continue;
             }
             let size = e.metadata().map_or(0, |m| m.len());
+            super::layout::test_pause("before deleting a blob");
             if !dry_run {
                 std::fs::remove_file(e.path()).map_err(|err| RegistryError::io(e.path(), err))?;
             }
             report.removed.push((digest, size));
         }
-        // index.json temp files: only a writer holding the lock makes them, so any seen now
-        // are left over from a killed process
-        if let Ok(rd) = std::fs::read_dir(self.root()) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with(".loratool-") && name.ends_with(".tmp") {
-                    if !dry_run {
-                        let _ = std::fs::remove_file(e.path());
-                    }
-                    report.temp.push(e.path());
-                }
-            }
+        // temp files of index writers (store root) and of blob writers (tmp/): those no live
+        // process holds are leftovers of killed ones (see crate::io::staging)
+        for dir in [self.root().to_path_buf(), self.tmp_dir()] {
+            report.temp.extend(if dry_run {
+                staging::find_stale(&dir)
+            } else {
+                staging::clean_stale(&dir)
+            });
         }
+        // materialised adapters hold no lock: old ones are leftovers of killed readers
         let now = SystemTime::now();
         if let Ok(rd) = std::fs::read_dir(self.tmp_dir()) {
             for e in rd.flatten() {
+                if staging::is_temp_name(&e.file_name()) {
+                    continue;
+                }
                 let old = e
                     .metadata()
                     .and_then(|m| m.modified())

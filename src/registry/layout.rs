@@ -1,9 +1,10 @@
 //! The store directory: where it is, the OCI layout files, blobs (content-addressed, written
 //! crash-safely), `index.json` (read, and replaced atomically) and the store lock.
 //!
-//! Blobs are written into `tmp/` (same filesystem), hashed while streaming, fsynced, then
-//! renamed to `blobs/sha256/<hex>` and the directory fsynced, so a blob path only ever holds
-//! complete content. `index.json` is replaced the same way (temp file beside it, fsync, rename,
+//! Blobs are written into locked temp files in `tmp/` (same filesystem; see
+//! [`crate::io::staging`]), hashed while streaming, fsynced, then renamed to
+//! `blobs/sha256/<hex>` and the directory fsynced, so a blob path only ever holds complete
+//! content. `index.json` is replaced the same way (temp file beside it, fsync, rename,
 //! directory fsync) by [`crate::io::atomic::write_atomic`].
 
 use super::error::{RegistryError, Result};
@@ -170,11 +171,9 @@ impl Store {
 
     fn write_blob_from(&self, src: &mut dyn Read, src_path: &Path) -> Result<(Digest, u64)> {
         let tmp_dir = self.tmp_dir();
-        let mut tmp = tempfile::Builder::new()
-            .prefix("blob-")
-            .suffix(".tmp")
-            .tempfile_in(&tmp_dir)
-            .map_err(|e| RegistryError::io(&tmp_dir, e))?;
+        // a locked temp file: gc removes the ones of killed adds, never a live one
+        let placeholder = self.blobs_dir().join("blob");
+        let tmp = crate::io::staging::TempFile::in_dir(&tmp_dir, &placeholder)?;
         let mut hasher = sha2::Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut size = 0u64;
@@ -186,8 +185,9 @@ impl Store {
                 Err(e) => return Err(RegistryError::io(src_path, e)),
             };
             hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n])
-                .map_err(|e| RegistryError::io(tmp.path(), e))?;
+            (&mut tmp.file())
+                .write_all(&buf[..n])
+                .map_err(|e| RegistryError::io(self.root(), e))?;
             size += n as u64;
         }
         let digest = Digest::from_sha256(&hasher.finalize());
@@ -197,13 +197,8 @@ impl Store {
         if std::fs::metadata(&dest).is_ok_and(|m| m.len() == size) {
             return Ok((digest, size));
         }
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| RegistryError::io(tmp.path(), e))?;
         test_pause("before renaming a blob into place");
-        tmp.persist(&dest)
-            .map_err(|e| RegistryError::io(&dest, e.error))?;
-        sync_dir(&self.blobs_dir());
+        tmp.commit_as(&dest)?;
         Ok((digest, size))
     }
 }
@@ -214,17 +209,20 @@ impl Store {
         std::fs::metadata(self.blob_path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
     }
 
-    /// Move a temp file (created in [`Store::tmp_dir`]) whose content the caller has verified
-    /// to be `digest` into place: fsync, rename, fsync the directory.
-    pub fn install_blob(&self, tmp: tempfile::NamedTempFile, digest: &Digest) -> Result<()> {
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| RegistryError::io(tmp.path(), e))?;
-        let dest = self.blob_path(digest);
-        tmp.persist(&dest)
-            .map_err(|e| RegistryError::io(&dest, e.error))?;
-        sync_dir(&self.blobs_dir());
-        Ok(())
+    /// A locked temp file in [`Store::tmp_dir`] for a blob whose digest is known only once its
+    /// bytes are (a download): `gc` removes it if its writer is killed, never while it lives.
+    pub fn blob_temp(&self) -> Result<crate::io::staging::TempFile> {
+        let placeholder = self.blobs_dir().join("blob");
+        Ok(crate::io::staging::TempFile::in_dir(
+            &self.tmp_dir(),
+            &placeholder,
+        )?)
+    }
+
+    /// Move a temp file from [`Store::blob_temp`] whose content the caller has verified to be
+    /// `digest` into place: fsync, rename, fsync the directory.
+    pub fn install_blob(&self, tmp: crate::io::staging::TempFile, digest: &Digest) -> Result<()> {
+        Ok(tmp.commit_as(&self.blob_path(digest))?)
     }
 }
 
@@ -245,16 +243,10 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Make renames in `dir` durable. Best effort: some filesystems refuse to fsync directories.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
 /// Test-only hook (cargo feature `test-support`, which only the test and bench builds turn
 /// on): with `LORATOOL_TEST_SLOW_ADD_MS=<ms>` set, writers sleep that long at each step of
-/// adding an adapter, so the crash test can SIGKILL `add` between any two steps.
+/// adding an adapter (and `gc` before each blob it deletes), so the crash tests can SIGKILL
+/// `add` or `gc` between any two steps.
 #[cfg(feature = "test-support")]
 pub fn test_pause(_step: &str) {
     if let Some(ms) = std::env::var("LORATOOL_TEST_SLOW_ADD_MS")

@@ -432,39 +432,44 @@ impl Store {
     }
 
     /// Copy a stored adapter's files into `out_dir` (created if needed), checking each
-    /// blob's digest while copying. Returns the written paths.
+    /// blob's digest while copying. Returns the written paths. The files are staged beside
+    /// `out_dir` and moved in together (see [`crate::io::staging::write_dir`]).
     pub fn export_files(&self, resolved: &Resolved, out_dir: &Path) -> Result<Vec<PathBuf>> {
         use sha2::Digest as _;
         let mut written = Vec::new();
-        for (title, digest, _) in resolved.manifest.files() {
-            let blob = self.blob_path(&digest);
-            let dest = out_dir.join(&title);
-            let actual = crate::io::atomic::write_atomic(&dest, |w| {
-                let mut f = std::fs::File::open(&blob).map_err(|e| crate::Error::io(&blob, e))?;
-                let mut h = sha2::Sha256::new();
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = std::io::Read::read(&mut f, &mut buf)
-                        .map_err(|e| crate::Error::io(&blob, e))?;
-                    if n == 0 {
-                        break;
+        crate::io::staging::write_dir(out_dir, |staging| {
+            for (title, digest, _) in resolved.manifest.files() {
+                let blob = self.blob_path(&digest);
+                let dest = staging.join(&title);
+                let actual = crate::io::atomic::write_atomic(&dest, |w| {
+                    let mut f =
+                        std::fs::File::open(&blob).map_err(|e| crate::Error::io(&blob, e))?;
+                    let mut h = sha2::Sha256::new();
+                    let mut buf = vec![0u8; 1 << 20];
+                    loop {
+                        let n = std::io::Read::read(&mut f, &mut buf)
+                            .map_err(|e| crate::Error::io(&blob, e))?;
+                        if n == 0 {
+                            break;
+                        }
+                        h.update(&buf[..n]);
+                        std::io::Write::write_all(w, &buf[..n])
+                            .map_err(|e| crate::Error::io(&dest, e))?;
                     }
-                    h.update(&buf[..n]);
-                    std::io::Write::write_all(w, &buf[..n])
-                        .map_err(|e| crate::Error::io(&dest, e))?;
-                }
-                let actual = Digest::from_sha256(&h.finalize());
-                if actual != digest {
-                    return Err(crate::Error::malformed(
+                    let actual = Digest::from_sha256(&h.finalize());
+                    if actual != digest {
+                        return Err(crate::Error::malformed(
                         &blob,
                         format!("blob content hashes to {actual}, not {digest}: the store is corrupt; run `loratool verify`"),
                     ));
-                }
-                Ok(actual)
-            })?;
-            debug_assert_eq!(actual, digest);
-            written.push(dest);
-        }
+                    }
+                    Ok(actual)
+                })?;
+                debug_assert_eq!(actual, digest);
+                written.push(out_dir.join(&title));
+            }
+            Ok(())
+        })?;
         Ok(written)
     }
 }

@@ -12,7 +12,7 @@ mod write;
 
 pub use read::{GgufFile, GgufTensorInfo};
 pub use value::GgufValue;
-pub use write::{write_gguf, PendingGgufTensor};
+pub use write::{write_gguf, PendingGgufTensor, MAX_WRITE_ALIGNMENT};
 
 use crate::quant::QuantType;
 

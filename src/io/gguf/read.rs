@@ -129,10 +129,23 @@ impl<'a> Cursor<'a> {
                         format!("'{key}' is a nested array, which GGUF readers reject"),
                     ));
                 }
+                let min_size: u64 = match elem_type {
+                    U8 | I8 | BOOL => 1,
+                    U16 | I16 => 2,
+                    U32 | I32 | F32 => 4,
+                    U64 | I64 | F64 | STRING => 8,
+                    other => {
+                        return Err(Error::malformed(
+                            self.path,
+                            format!("'{key}' is an array of unknown value type {other}"),
+                        ))
+                    }
+                };
                 let count = self.u64(what)?;
-                // every element takes at least one byte: a count beyond the rest of the
-                // file is a lie, refused before anything is allocated for it
-                if count > self.remaining() as u64 {
+                // every element takes at least `min_size` bytes (a string its length): a count
+                // beyond what the rest of the file can hold is a lie, refused before anything
+                // is allocated for it
+                if count > self.remaining() as u64 / min_size {
                     return Err(Error::malformed(
                         self.path,
                         format!(

@@ -63,14 +63,36 @@ fn put_value(out: &mut Vec<u8>, key: &str, v: &GgufValue) -> Result<()> {
     Ok(())
 }
 
+/// The largest `general.alignment` written. Readers accept any power of two, but each file
+/// pads its header to the alignment, so a hostile 2 GiB alignment in an input's metadata
+/// would otherwise turn a 4 KiB model into a 2 GiB output.
+pub const MAX_WRITE_ALIGNMENT: u64 = 1 << 20;
+
 fn alignment_of(kv: &IndexMap<String, GgufValue>) -> Result<u64> {
     match kv.get("general.alignment") {
         None => Ok(DEFAULT_ALIGNMENT),
-        Some(GgufValue::U32(a)) if a.is_power_of_two() => Ok(*a as u64),
+        Some(GgufValue::U32(a)) if a.is_power_of_two() && u64::from(*a) <= MAX_WRITE_ALIGNMENT => {
+            Ok(*a as u64)
+        }
+        Some(GgufValue::U32(a)) if a.is_power_of_two() => Err(Error::Invalid(format!(
+            "general.alignment {a} is larger than the {MAX_WRITE_ALIGNMENT} bytes loratool writes (real files use 32)"
+        ))),
         Some(v) => Err(Error::Invalid(format!(
             "general.alignment must be a UINT32 power of two, got {v}"
         ))),
     }
+}
+
+/// Write `n` zero bytes without allocating them.
+fn write_zeros(w: &mut impl Write, n: u64) -> std::io::Result<()> {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(ZEROS.len() as u64) as usize;
+        w.write_all(&ZEROS[..k])?;
+        left -= k as u64;
+    }
+    Ok(())
 }
 
 fn pad_to(n: u64, a: u64) -> u64 {
@@ -144,10 +166,9 @@ pub fn write_gguf(
         offset += pad_to(size, alignment);
     }
     let head_len = pad_to(head.len() as u64, alignment);
-    head.resize(head_len as usize, 0);
-    let zeros = vec![0u8; alignment as usize];
     write_atomic(path, |w| {
         w.write_all(&head).map_err(|e| Error::io(path, e))?;
+        write_zeros(w, head_len - head.len() as u64).map_err(|e| Error::io(path, e))?;
         for (t, &size) in tensors.iter().zip(&sizes) {
             let bytes = (t.data)()?;
             if bytes.len() as u64 != size {
@@ -162,8 +183,7 @@ pub fn write_gguf(
             if let Some(done) = &t.written {
                 done();
             }
-            let pad = (pad_to(size, alignment) - size) as usize;
-            w.write_all(&zeros[..pad]).map_err(|e| Error::io(path, e))?;
+            write_zeros(w, pad_to(size, alignment) - size).map_err(|e| Error::io(path, e))?;
             progress(size);
         }
         Ok(head_len + offset)

@@ -316,53 +316,44 @@ pub fn bake_model(
         return Ok(changed);
     }
 
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".loratool-bake-")
-        .tempdir_in(parent)
-        .map_err(|e| Error::io(parent, e))?;
-    let mut written = BTreeSet::new();
-    // the staged weight files, made durable together before the directory is renamed
-    let mut unsynced = Vec::new();
-    for (c, comp) in base.components.iter().enumerate() {
-        for set in &comp.sets {
-            for file in set.store.files() {
-                let touched = file.tensors().keys().any(|n| plan[c].contains_key(n));
-                if !touched {
-                    continue;
+    // built in a locked staging directory beside `out` and renamed into place when complete;
+    // the staged weight files are made durable together before that rename
+    crate::io::staging::write_dir(out, |staging| {
+        let mut written = BTreeSet::new();
+        let mut unsynced = Vec::new();
+        for (c, comp) in base.components.iter().enumerate() {
+            for set in &comp.sets {
+                for file in set.store.files() {
+                    let touched = file.tensors().keys().any(|n| plan[c].contains_key(n));
+                    if !touched {
+                        continue;
+                    }
+                    let rel = file
+                        .path()
+                        .strip_prefix(&base.root)
+                        .map_err(|_| {
+                            Error::malformed(file.path(), "weight file outside the model directory")
+                        })?
+                        .to_path_buf();
+                    let target = staging.join(&rel);
+                    if let Some(f) =
+                        write_file(file, &plan[c], &target, Durability::Later, progress)?
+                    {
+                        unsynced.push((target, f));
+                    }
+                    written.insert(base.root.join(rel));
                 }
-                let rel = file
-                    .path()
-                    .strip_prefix(&base.root)
-                    .map_err(|_| {
-                        Error::malformed(file.path(), "weight file outside the model directory")
-                    })?
-                    .to_path_buf();
-                let target = staging.path().join(&rel);
-                if let Some(f) = write_file(file, &plan[c], &target, Durability::Later, progress)? {
-                    unsynced.push((target, f));
-                }
-                written.insert(base.root.join(rel));
             }
         }
-    }
-    // everything else as it is: configs, tokenizers, indexes, untouched weights and components
-    let weights = base.weight_files();
-    copy_tree(&base.root, staging.path(), &written, &|p, n| {
-        if weights.contains(p) {
-            progress(n)
-        }
+        // everything else as it is: configs, tokenizers, indexes, untouched weights and components
+        let weights = base.weight_files();
+        copy_tree(&base.root, staging, &written, &|p, n| {
+            if weights.contains(p) {
+                progress(n)
+            }
+        })?;
+        sync_files(&unsynced, staging)
     })?;
-    sync_files(&unsynced, staging.path())?;
-    let staged = staging.keep();
-    if out.exists() {
-        std::fs::remove_dir(out).map_err(|e| Error::io(out, e))?;
-    }
-    std::fs::rename(&staged, out).map_err(|e| Error::io(out, e))?;
     Ok(changed)
 }
 
@@ -436,7 +427,8 @@ fn write_file(
 }
 
 /// Copy the directory tree `from` into `to`, except the files in `skip`. Symlinked files are
-/// copied as files; symlinked directories and `.git` are left out (they may loop or be huge).
+/// copied as files; symlinked directories and `.git` are left out (they may loop or be huge),
+/// and so are loratool's temp entries.
 fn copy_tree(
     from: &Path,
     to: &Path,
@@ -452,6 +444,9 @@ fn copy_tree(
             .map_err(|e| Error::io(&p, e))?
             .is_symlink();
         let dest = to.join(&name);
+        if crate::io::staging::is_temp_name(&name) {
+            continue; // a temp entry of some writer in the base directory is not model content
+        }
         if p.is_dir() {
             if link || name == ".git" {
                 continue;

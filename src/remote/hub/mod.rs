@@ -101,7 +101,8 @@ impl std::fmt::Display for HubRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "hf://{}", self.repo)?;
         if let Some(r) = &self.revision {
-            write!(f, "@{}", r.replace('/', "%2F"))?;
+            // escaped as `parse` unescapes: `%` first, so a revision holding `%` reads back
+            write!(f, "@{}", r.replace('%', "%25").replace('/', "%2F"))?;
         }
         if let Some(s) = &self.subfolder {
             write!(f, "/{s}")?;

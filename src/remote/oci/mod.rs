@@ -720,14 +720,9 @@ pub fn pull(
             present += 1;
             continue;
         }
-        let tmp_dir = store.tmp_dir();
-        let mut tmp = tempfile::Builder::new()
-            .prefix("pull-")
-            .suffix(".tmp")
-            .tempfile_in(&tmp_dir)
-            .map_err(|e| RemoteError::io(&tmp_dir, e))?;
+        let mut tmp = store.blob_temp()?;
         progress.start(&title, Some(size));
-        let r = client.download_blob(&d, size, tmp.as_file_mut(), progress);
+        let r = client.download_blob(&d, size, tmp.file_mut(), progress);
         progress.finish();
         r?;
         staged.push((tmp, d));

@@ -1,0 +1,402 @@
+#!/usr/bin/env python3
+"""Build the fuzz targets' seed corpora from fixtures/ (standard library only).
+
+Seeds are small on purpose: libFuzzer mutates bytes at random, so a 100 KB file spends its
+mutations on tensor data. Large fixtures are cut down to a few modules (kohya modules keep
+their real SD-table shapes, so the seeds reach the readers' name and shape logic), GGUF arrays
+to a few elements. Hand-built seeds add what no fixture has (every GGUF value type, empty and
+odd safetensors headers, registry documents, shard indexes).
+
+    python3 fuzz/make_seeds.py [--out fuzz/corpus]
+
+writes <out>/<target>/<name> for every target and is idempotent (same bytes every run).
+"""
+import argparse
+import json
+import os
+import struct
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIX = os.path.join(ROOT, "fixtures")
+
+# ---------------------------------------------------------------- safetensors
+
+DTYPE_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
+              "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def st_read(path):
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    md = h.pop("__metadata__", None)
+    data = {k: b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in h.items()}
+    return h, md, data
+
+
+def st_bytes(tensors, md=None):
+    """tensors: list of (name, dtype, shape, raw bytes), written in the given order."""
+    header = {}
+    if md is not None:
+        header["__metadata__"] = md
+    off = 0
+    blob = b""
+    for name, dtype, shape, raw in tensors:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + len(raw)]}
+        off += len(raw)
+        blob += raw
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    return struct.pack("<Q", len(text)) + text + blob
+
+
+def floats(n, seed, dtype="F32"):
+    vals = [((i * 7919 + seed * 104729) % 2001 - 1000) / 1000.0 for i in range(n)]
+    if dtype == "F32":
+        return struct.pack("<%df" % n, *vals)
+    if dtype == "F16":
+        return struct.pack("<%de" % n, *vals)
+    if dtype == "BF16":
+        return b"".join(struct.pack("<f", v)[2:] for v in vals)
+    if dtype == "F64":
+        return struct.pack("<%dd" % n, *vals)
+    raise ValueError(dtype)
+
+
+def trim_md(md, keep_long=("lora_adapter_metadata",)):
+    if md is None:
+        return None
+    return {k: (v if len(v) <= 200 or k in keep_long else v[:64]) for k, v in md.items()}
+
+
+def st_subset(path, keep):
+    """The file with only the tensors whose names `keep` selects, metadata trimmed."""
+    h, md, data = st_read(path)
+    names = [k for k in h if keep(k)]
+    return st_bytes([(k, h[k]["dtype"], h[k]["shape"], data[k]) for k in names], trim_md(md))
+
+
+def kohya_seed(path, budget=24_000):
+    """A few modules of a kohya file: the smallest of each kind (te/te1/te2/unet, 2-D/4-D)
+    while they fit in `budget` bytes (at least one)."""
+    h, _, data = st_read(path)
+    modules = {}
+    for k in h:
+        modules.setdefault(k.split(".", 1)[0], []).append(k)
+    best = {}
+    for m, keys in modules.items():
+        down = h.get(m + ".lora_down.weight")
+        kind = (m.split("_")[1] if m.count("_") > 1 else m, len(down["shape"]) if down else 0)
+        size = sum(len(data[k]) for k in keys)
+        if kind not in best or size < best[kind][0]:
+            best[kind] = (size, m)
+    chosen, used = set(), 0
+    for size, m in sorted(best.values()):
+        if chosen and used + size > budget:
+            break
+        chosen.add(m)
+        used += size
+    return st_subset(path, lambda k: k.split(".", 1)[0] in chosen)
+
+
+def peft_module(key):
+    i = key.find(".lora_")
+    return key[:i] if i >= 0 else key
+
+
+def peft_seed(path, n_modules=3, budget=24_000):
+    """The first modules (and the non-LoRA tensors) that fit in `budget` bytes."""
+    h, _, data = st_read(path)
+    sizes = {}
+    for k in h:
+        if ".lora_" in k:
+            sizes[peft_module(k)] = sizes.get(peft_module(k), 0) + len(data[k])
+    mods, used = set(), 0
+    for m in sorted(sizes, key=lambda m: (sizes[m], m)):
+        if len(mods) == n_modules or (mods and used + sizes[m] > budget):
+            break
+        mods.add(m)
+        used += sizes[m]
+    return st_subset(path, lambda k: peft_module(k) in mods or (".lora_" not in k and len(data[k]) < 4096))
+
+
+# ---------------------------------------------------------------- GGUF
+
+GGUF_FMT = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+class Reader:
+    def __init__(self, b):
+        self.b, self.p = b, 0
+
+    def take(self, fmt):
+        v = struct.unpack_from("<" + fmt, self.b, self.p)
+        self.p += struct.calcsize("<" + fmt)
+        return v[0]
+
+    def string(self):
+        n = self.take("Q")
+        s = self.b[self.p:self.p + n]
+        self.p += n
+        return s
+
+    def value(self, t):
+        if t == 8:
+            return self.string()
+        if t == 9:
+            et, n = self.take("I"), self.take("Q")
+            return (et, [self.value(et) for _ in range(n)])
+        return self.take(GGUF_FMT[t])
+
+
+def gguf_read(path):
+    b = open(path, "rb").read()
+    r = Reader(b)
+    assert r.b[:4] == b"GGUF"
+    r.p = 4
+    r.take("I")
+    nt, nkv = r.take("Q"), r.take("Q")
+    kv = []
+    for _ in range(nkv):
+        k = r.string()
+        t = r.take("I")
+        kv.append((k, t, r.value(t)))
+    infos = []
+    for _ in range(nt):
+        name = r.string()
+        nd = r.take("I")
+        dims = [r.take("Q") for _ in range(nd)]
+        ty, off = r.take("I"), r.take("Q")
+        infos.append((name, dims, ty, off))
+    align = next((v for k, t, v in kv if k == b"general.alignment"), 32)
+    start = (r.p + align - 1) // align * align
+    offs = sorted(o for _, _, _, o in infos) + [len(b) - start]
+    tensors = []
+    for name, dims, ty, off in infos:
+        nxt = min(o for o in offs if o > off) if any(o > off for o in offs) else len(b) - start
+        tensors.append((name, dims, ty, b[start + off:start + nxt]))
+    return kv, tensors
+
+
+def put_value(t, v):
+    if t == 8:
+        return struct.pack("<Q", len(v)) + v
+    if t == 9:
+        et, items = v
+        return struct.pack("<IQ", et, len(items)) + b"".join(put_value(et, x) for x in items)
+    return struct.pack("<" + GGUF_FMT[t], v)
+
+
+def gguf_bytes(kv, tensors, version=3):
+    """kv: (key bytes, type, value); tensors: (name bytes, dims, ggml type, raw bytes incl. pad)."""
+    align = next((v for k, t, v in kv if k == b"general.alignment"), 32)
+    out = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kv))
+    for k, t, v in kv:
+        out += struct.pack("<Q", len(k)) + k + struct.pack("<I", t) + put_value(t, v)
+    off = 0
+    for name, dims, ty, raw in tensors:
+        out += struct.pack("<Q", len(name)) + name + struct.pack("<I", len(dims))
+        out += b"".join(struct.pack("<Q", d) for d in dims) + struct.pack("<IQ", ty, off)
+        off += (len(raw) + align - 1) // align * align
+    out += b"\0" * ((align - len(out) % align) % align)
+    for _, _, _, raw in tensors:
+        out += raw + b"\0" * ((align - len(raw) % align) % align)
+    return out
+
+
+def gguf_seed(path, keep_tensors, max_array=8):
+    kv, tensors = gguf_read(path)
+    kv = [(k, t, (v[0], v[1][:max_array]) if t == 9 else v) for k, t, v in kv]
+    return gguf_bytes(kv, [x for x in tensors if keep_tensors(x[0].decode())])
+
+
+def gguf_every_type():
+    """One value of every GGUF type, arrays of each element type, a custom alignment."""
+    kv = [(b"general.architecture", 8, b"llama"), (b"general.alignment", 4, 64)]
+    samples = {0: 7, 1: -7, 2: 700, 3: -700, 4: 70000, 5: -70000, 6: 1.5, 7: True,
+               8: b"text", 10: 1 << 40, 11: -(1 << 40), 12: 2.25}
+    for t, v in samples.items():
+        kv.append((b"t%d" % t, t, v))
+        kv.append((b"a%d" % t, 9, (t, [v, v])))
+    kv.append((b"empty", 9, (4, [])))
+    f32 = [(b"x.weight", [4, 2], 0, floats(8, 1)), (b"y.weight", [32], 1, floats(32, 2, "F16"))]
+    q8 = struct.pack("<e", 0.5) + bytes(range(32))  # one Q8_0 block
+    f32.append((b"z.weight", [32], 8, q8))
+    return gguf_bytes(kv, f32)
+
+
+# ---------------------------------------------------------------- JSON documents
+
+DIGEST = "sha256:" + "ab" * 32
+DIGEST2 = "sha256:" + "cd" * 32
+
+
+def registry_docs():
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+             "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                            "digest": DIGEST, "size": 712,
+                            "artifactType": "application/vnd.cncf.model.manifest.v1+json",
+                            "annotations": {"org.opencontainers.image.ref.name": "me/lora:v1"}}]}
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "artifactType": "application/vnd.cncf.model.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.cncf.model.config.v1+json",
+                           "digest": DIGEST2, "size": 900},
+                "layers": [{"mediaType": "application/vnd.cncf.model.weight.v1.raw",
+                            "digest": DIGEST, "size": 76216,
+                            "annotations": {"org.opencontainers.image.title": "adapter_model.safetensors"}},
+                           {"mediaType": "application/vnd.cncf.model.weight.config.v1.raw",
+                            "digest": DIGEST2, "size": 1163,
+                            "annotations": {"org.opencontainers.image.title": "adapter_config.json"}}],
+                "annotations": {"org.opencontainers.image.created": "2026-11-23T10:45:47Z"}}
+    config = {"descriptor": {"createdAt": "2026-11-23T10:45:47Z", "name": "me/lora", "family": None},
+              "config": {"format": "peft", "paramSize": "1024", "precision": "F32"},
+              "modelfs": {"type": "layers", "diffIds": [DIGEST, DIGEST2]},
+              "loratool": {"format": "peft", "base_model": "tiny", "family": "llama-like decoder",
+                           "ranks": [4], "alphas": [8.0], "target_modules": ["q_proj"],
+                           "dtypes": ["F32"], "modules": 4, "parameters": 1024,
+                           "created": "2026-11-23T10:45:47Z",
+                           "lineage": {"operation": "merge", "summary": "merge(sum)",
+                                       "parameters": {"weights": [0.7, 0.3]},
+                                       "inputs": [{"kind": "manifest", "digest": DIGEST,
+                                                   "source": "me/a:v1"}]}}}
+    return {"index": index, "manifest": manifest, "config": config,
+            "empty_index": {"schemaVersion": 2, "manifests": []}}
+
+
+def shard_indexes():
+    s1, s2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
+    return {"two_shards": {"metadata": {"total_size": 24},
+                           "weight_map": {"a.weight": s1, "b.weight": s1, "c.weight": s2}},
+            "one_shard": {"weight_map": {"c.weight": s2}},
+            "missing_tensor": {"weight_map": {"d.weight": s1}},
+            "escape": {"weight_map": {"a.weight": "../" + s1}}}
+
+
+# ---------------------------------------------------------------- corpora
+
+
+def build(out):
+    seeds = {t: {} for t in ["safetensors", "gguf", "peft_config", "kohya", "diffusers", "peft",
+                             "gguf_adapter", "registry_json", "sharded_index", "lycoris_kohya",
+                             "lycoris_peft", "remote_replies"]}
+    fx = lambda *p: os.path.join(FIX, *p)
+
+    kohya_files = ["gen_sd15_kohya.safetensors", "gen_sdxl_kohya.safetensors",
+                   "kohya/sd15_lora_r8_a8_attn.safetensors",
+                   "kohya/sd15_lora_r4_a2_c3lier.safetensors"]
+    for f in kohya_files:
+        name = os.path.basename(f).replace(".safetensors", "")
+        seeds["kohya"][name] = kohya_seed(fx(f))
+
+    peft_dirs = ["peft/plain", "peft/plain2", "peft/dora", "peft/embed", "peft/rslora_patterns",
+                 "gen_llama_peft", "peft_merges/cat", "peft_merges/ties"]
+    for d in peft_dirs:
+        name = d.replace("/", "_")
+        config = open(fx(d, "adapter_config.json"), "rb").read()
+        weights = peft_seed(fx(d, "adapter_model.safetensors"))
+        seeds["peft"][name] = struct.pack("<H", len(config)) + config + weights
+        seeds["peft_config"][name] = config
+
+    # diffusers: the PEFT layout under pipeline components, alphas in lora_adapter_metadata
+    # (and once as .alpha tensors, which diffusers files converted from kohya carry)
+    def diff_tensors(comp, rel, r, out_f, in_f, dtype="F32", conv=False):
+        base = f"{comp}.{rel}"
+        a_shape = [r, in_f, 3, 3] if conv else [r, in_f]
+        b_shape = [out_f, r, 1, 1] if conv else [out_f, r]
+        na = r * in_f * (9 if conv else 1)
+        return [(base + ".lora_A.weight", dtype, a_shape, floats(na, 1, dtype)),
+                (base + ".lora_B.weight", dtype, b_shape, floats(out_f * r, 2, dtype))]
+    q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+    te = "text_model.encoder.layers.0.self_attn.q_proj"
+    meta = {"unet.r": 2, "unet.lora_alpha": 4, "unet.rank_pattern": {},
+            "unet.alpha_pattern": {"^" + q.replace(".", "\\."): 1},
+            "text_encoder.r": 2, "text_encoder.lora_alpha": 2, "text_encoder.use_rslora": True}
+    t = diff_tensors("unet", q, 2, 320, 320) + diff_tensors("text_encoder", te, 2, 768, 768, "F16")
+    seeds["diffusers"]["metadata"] = st_bytes(t, {"format": "pt", "lora_adapter_metadata": json.dumps(meta)})
+    alpha = [("unet." + q + ".alpha", "F32", [], struct.pack("<f", 3.0))]
+    seeds["diffusers"]["alpha_keys"] = st_bytes(diff_tensors("unet", q, 2, 320, 320, "BF16") + alpha)
+    conv = "down_blocks.0.resnets.0.conv1"
+    seeds["diffusers"]["conv"] = st_bytes(diff_tensors("unet", conv, 1, 320, 320, conv=True))
+    seeds["peft_config"]["diffusers_metadata"] = json.dumps(
+        {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "rank_pattern": {"^a\\.b": 3, "q_proj": 1},
+         "alpha_pattern": {"k_proj": 0.5}, "target_modules": ["a.b", "x.q_proj", "k_proj", "q_proj"],
+         "use_rslora": True, "modules_to_save": ["score"]}).encode()
+
+    gguf_adapters = ["plain-f16.gguf", "plain-q8_0.gguf", "plain-f32.gguf", "rslora_patterns-f32.gguf"]
+    for f in gguf_adapters:
+        keep = lambda n: n.startswith("blk.0.attn_q") or n.startswith("blk.0.attn_k") or "token_embd" in n
+        b = gguf_seed(fx("gguf", f), keep)
+        seeds["gguf_adapter"][f[:-5]] = b
+        seeds["gguf"][f[:-5]] = b
+    model = gguf_seed(fx("tiny_llama-f32.gguf"), lambda n: n.endswith("_norm.weight") and n.startswith("blk.0"))
+    seeds["gguf"]["tiny_llama_model"] = model
+    seeds["gguf_adapter"]["tiny_llama_model"] = model
+    seeds["gguf"]["every_type"] = gguf_every_type()
+    seeds["gguf"]["v2_empty"] = gguf_bytes([], [], version=2)
+
+    seeds["safetensors"]["empty"] = st_bytes([])
+    seeds["safetensors"]["metadata_only"] = st_bytes([], {"format": "pt"})
+    seeds["safetensors"]["dtypes"] = st_bytes(
+        [("f64", "F64", [2], floats(2, 1, "F64")), ("f32", "F32", [2, 1], floats(2, 2)),
+         ("f16", "F16", [3], floats(3, 3, "F16")), ("bf16", "BF16", [1, 2, 1], floats(2, 4, "BF16")),
+         ("i8", "I8", [4], b"\x01\x02\x03\x04"), ("zero", "F32", [0, 5], b""),
+         ("scalar", "F32", [], floats(1, 5))], {"format": "pt", "k": "v\u00e9"})
+    seeds["safetensors"]["kohya"] = seeds["kohya"]["gen_sd15_kohya"]
+    seeds["safetensors"]["peft"] = peft_seed(fx("peft", "dora", "adapter_model.safetensors"))
+
+    # LyCORIS: the small kohya-layout files whole (hada_/lokr_/lora_mid/dora_scale keys, made by
+    # LyCORIS itself), the SD 1.5 ones cut to their smallest modules; PEFT LOHA/LOKR directories
+    lyco = os.path.join("lycoris")
+    for f in sorted(os.listdir(fx(lyco))):
+        if not f.endswith(".safetensors") or f.endswith(".ref.safetensors"):
+            continue
+        path = fx(lyco, f)
+        name = f.replace(".safetensors", "")
+        if os.path.getsize(path) <= 16_000:
+            seeds["lycoris_kohya"][name] = open(path, "rb").read()
+        else:
+            seeds["lycoris_kohya"][name] = kohya_seed(path)
+    for d in sorted(os.listdir(fx(lyco))):
+        if not os.path.isdir(fx(lyco, d)):
+            continue
+        config = open(fx(lyco, d, "adapter_config.json"), "rb").read()
+        weights = open(fx(lyco, d, "adapter_model.safetensors"), "rb").read()
+        seeds["lycoris_peft"][d] = struct.pack("<H", len(config)) + config + weights
+
+    # remote: challenges as registries send them, a Hub tree listing, references
+    for name, text in {
+        "bearer": 'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/x:pull"',
+        "basic": 'Basic realm="Registry Realm"',
+        "bearer_error": 'Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:o/r:pull,push",error="insufficient_scope"',
+        "hf_ref": "hf://owner/name@refs%2Fpr%2F1/sub/dir",
+        "oci_ref": "oci://localhost:5000/team/adapter@sha256:" + "ab" * 32,
+        "oci_tag": "oci://ghcr.io/o/r:v1",
+        "tree": json.dumps([
+            {"type": "file", "oid": "a" * 40, "size": 618, "path": "adapter_config.json"},
+            {"type": "file", "oid": "b" * 40, "size": 8864, "path": "adapter_model.safetensors",
+             "lfs": {"oid": "c" * 64, "size": 8864, "pointerSize": 134}},
+            {"type": "directory", "oid": "d" * 40, "size": 0, "path": "sub"}]),
+    }.items():
+        seeds["remote_replies"][name] = text.encode()
+
+    for name, doc in registry_docs().items():
+        seeds["registry_json"][name] = json.dumps(doc, indent=2).encode()
+    for name, doc in shard_indexes().items():
+        seeds["sharded_index"][name] = json.dumps(doc, indent=2).encode()
+
+    total = 0
+    for target, files in seeds.items():
+        d = os.path.join(out, target)
+        os.makedirs(d, exist_ok=True)
+        for name, b in files.items():
+            with open(os.path.join(d, "seed-" + name), "wb") as f:
+                f.write(b)
+            total += len(b)
+    print(f"wrote {sum(len(v) for v in seeds.values())} seeds ({total} bytes) under {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.path.join(ROOT, "fuzz", "corpus"))
+    build(ap.parse_args().out)
