@@ -150,8 +150,16 @@ pub(super) fn convert(module: &str, t: &ModuleTensors, opts: &Options) -> Result
             )),
         ),
     };
-    let out = w1.rows() * w2.rows();
-    let in_flat = w1.cols() * w2.cols();
+    // the header decides these: a crafted file can claim any size
+    let (Some(out), Some(in_flat)) = (
+        w1.rows().checked_mul(w2.rows()),
+        w1.cols().checked_mul(w2.cols()),
+    ) else {
+        return Err(Error::module(
+            module,
+            "kron(w1, w2) is larger than memory can address",
+        ));
+    };
     let geo = Geometry::resolve(module, out, in_flat, kernel, opts.target.as_ref())?;
     let factors = format!("{} ⊗ {}", w1.describe("w1"), w2.describe("w2"));
 
@@ -173,6 +181,16 @@ pub(super) fn convert(module: &str, t: &ModuleTensors, opts: &Options) -> Result
         .max_rank
         .or_else(|| super::unasked_rank_cap(out, in_flat));
     let keep = cap.map_or(exact, |k| k.min(exact)).max(1);
+    let elements = keep.saturating_mul(out.saturating_add(in_flat));
+    if elements > MAX_FACTOR_ELEMENTS {
+        return Err(Error::module(
+            module,
+            format!(
+                "its LoRA factors at rank {keep} would be {out}×{keep} and {keep}×{in_flat} \
+                 ({elements} values), beyond any real model's module; ask for a lower rank"
+            ),
+        ));
+    }
     let total: f64 = pairs.iter().map(|p| p.0 * p.0).sum();
     let dropped: f64 = pairs.iter().skip(keep).map(|p| p.0 * p.0).sum();
     let capped_unasked = opts.max_rank.is_none() && exact > keep;
@@ -205,6 +223,10 @@ pub(super) fn convert(module: &str, t: &ModuleTensors, opts: &Options) -> Result
         },
     })
 }
+
+/// The most values the two LoRA factors of one converted module may hold (1 GiB of f32): the
+/// largest real modules (a 12288×3072 Flux projection at its full rank) need a twentieth of it.
+const MAX_FACTOR_ELEMENTS: usize = 1 << 28;
 
 /// LoRA factors of `Σ_{(σ,i,j) ∈ pairs} σ·(uᵢ⊗u'ⱼ)(vᵢ⊗v'ⱼ)ᵀ`, with `√σ` on each side; `rank`
 /// columns (zero beyond `pairs`, e.g. for an all-zero module).

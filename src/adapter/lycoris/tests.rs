@@ -495,3 +495,25 @@ fn lokr_both_full_is_capped_optimally_when_no_rank_is_asked() {
     // small modules keep their exact rank
     assert_eq!(unasked_rank_cap(8, 15), None);
 }
+
+#[test]
+fn lokr_claiming_a_module_beyond_any_model_is_refused_before_its_factors_exist() {
+    // two full 200×200 factors (320 KB of f32) describe a 40000×40000 ΔW of rank 40000; even
+    // the unasked cap (10000) would need 8·10⁸ values: refused by name, nothing allocated
+    let t = module(vec![
+        ("lokr_w1", tensor(&[200, 200], 70)),
+        ("lokr_w2", tensor(&[200, 200], 71)),
+    ]);
+    let e = convert("lokr huge", &t, &Options::lycoris())
+        .err()
+        .expect("refused");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("lokr huge") && msg.contains("lower rank"),
+        "{msg}"
+    );
+    // asking for a rank that fits converts it
+    let mut opts = Options::lycoris();
+    opts.max_rank = Some(64);
+    assert_eq!(convert("lokr huge", &t, &opts).unwrap().layer.rank(), 64);
+}
