@@ -144,7 +144,7 @@ fn print_attention(modules: &[ModuleMerge]) {
     }
     let worst = largest_by(&lossy, ATTENTION, |m| -m.retained_fro.unwrap_or(1.0));
     println!(
-        "lowest Frobenius norm kept ({} of {} modules lost something; --table for all):",
+        "lowest Frobenius norm kept ({} of the {} modules that lost something; --table for all):",
         worst.len(),
         lossy.len()
     );

@@ -131,7 +131,7 @@ fn print_attention(outcome: &ResizeOutcome) {
     }
     let worst = largest_by(&lossy, ATTENTION, |m| m.rel_error);
     println!(
-        "largest errors ({} of {} modules lost something; --table for all):",
+        "largest errors ({} of the {} modules that lost something; --table for all):",
         worst.len(),
         lossy.len()
     );
