@@ -504,9 +504,7 @@ fn lokr_claiming_a_module_beyond_any_model_is_refused_before_its_factors_exist()
         ("lokr_w1", tensor(&[200, 200], 70)),
         ("lokr_w2", tensor(&[200, 200], 71)),
     ]);
-    let e = convert("lokr huge", &t, &Options::lycoris())
-        .err()
-        .expect("refused");
+    let e = convert("lokr huge", &t, &Options::lycoris()).expect_err("refused");
     let msg = e.to_string();
     assert!(
         msg.contains("lokr huge") && msg.contains("lower rank"),
