@@ -29,30 +29,6 @@ use std::path::{Path, PathBuf};
 
 const BLOCKS: usize = 8;
 
-fn model_tensors() -> Vec<(String, Vec<usize>, DType)> {
-    let kv = HIDDEN / HEADS * KV_HEADS;
-    let mut t = vec![(
-        "token_embd.weight".to_string(),
-        vec![VOCAB, HIDDEN],
-        DType::F16,
-    )];
-    for b in 0..BLOCKS {
-        let p = |n: &str| format!("blk.{b}.{n}.weight");
-        t.push((p("attn_norm"), vec![HIDDEN], DType::F32));
-        t.push((p("attn_q"), vec![HIDDEN, HIDDEN], DType::F16));
-        t.push((p("attn_k"), vec![kv, HIDDEN], DType::F16));
-        t.push((p("attn_v"), vec![kv, HIDDEN], DType::F16));
-        t.push((p("attn_output"), vec![HIDDEN, HIDDEN], DType::F16));
-        t.push((p("ffn_norm"), vec![HIDDEN], DType::F32));
-        t.push((p("ffn_gate"), vec![FFN, HIDDEN], DType::F16));
-        t.push((p("ffn_up"), vec![FFN, HIDDEN], DType::F16));
-        t.push((p("ffn_down"), vec![HIDDEN, FFN], DType::F16));
-    }
-    t.push(("output_norm.weight".into(), vec![HIDDEN], DType::F32));
-    t.push(("output.weight".into(), vec![VOCAB, HIDDEN], DType::F16));
-    t
-}
-
 fn generate_model(path: &Path) -> Res<()> {
     let mut kv = indexmap::IndexMap::new();
     let s = |v: &str| GgufValue::String(v.into());
@@ -80,7 +56,7 @@ fn generate_model(path: &Path) -> Res<()> {
         "llama.attention.head_count_kv".to_string(),
         GgufValue::U32(KV_HEADS as u32),
     );
-    let tensors: Vec<PendingGgufTensor<'_>> = model_tensors()
+    let tensors: Vec<PendingGgufTensor<'_>> = model_tensors(BLOCKS)
         .into_iter()
         .enumerate()
         .map(|(i, (name, shape, dtype))| PendingGgufTensor {

@@ -31,30 +31,6 @@ use std::path::{Path, PathBuf};
 const BLOCKS: usize = 8;
 const THREADS: &str = "2";
 
-fn model_tensors() -> Vec<(String, Vec<usize>, DType)> {
-    let kv = HIDDEN / HEADS * KV_HEADS;
-    let mut t = vec![(
-        "token_embd.weight".to_string(),
-        vec![VOCAB, HIDDEN],
-        DType::F16,
-    )];
-    for b in 0..BLOCKS {
-        let p = |n: &str| format!("blk.{b}.{n}.weight");
-        t.push((p("attn_norm"), vec![HIDDEN], DType::F32));
-        t.push((p("attn_q"), vec![HIDDEN, HIDDEN], DType::F16));
-        t.push((p("attn_k"), vec![kv, HIDDEN], DType::F16));
-        t.push((p("attn_v"), vec![kv, HIDDEN], DType::F16));
-        t.push((p("attn_output"), vec![HIDDEN, HIDDEN], DType::F16));
-        t.push((p("ffn_norm"), vec![HIDDEN], DType::F32));
-        t.push((p("ffn_gate"), vec![FFN, HIDDEN], DType::F16));
-        t.push((p("ffn_up"), vec![FFN, HIDDEN], DType::F16));
-        t.push((p("ffn_down"), vec![HIDDEN, FFN], DType::F16));
-    }
-    t.push(("output_norm.weight".into(), vec![HIDDEN], DType::F32));
-    t.push(("output.weight".into(), vec![VOCAB, HIDDEN], DType::F16));
-    t
-}
-
 fn generate_model(path: &Path) -> Res<()> {
     let mut kv = indexmap::IndexMap::new();
     let s = |v: &str| GgufValue::String(v.into());
@@ -75,7 +51,7 @@ fn generate_model(path: &Path) -> Res<()> {
         GgufValue::F32(1e-5),
     );
     kv.insert("llama.vocab_size".to_string(), u(VOCAB));
-    let tensors: Vec<PendingGgufTensor<'_>> = model_tensors()
+    let tensors: Vec<PendingGgufTensor<'_>> = model_tensors(BLOCKS)
         .into_iter()
         .enumerate()
         .map(|(i, (name, shape, dtype))| PendingGgufTensor {
@@ -111,7 +87,7 @@ fn generate_imatrix(path: &Path) -> Res<()> {
     kv.insert("imatrix.chunk_count".to_string(), GgufValue::U32(8));
     kv.insert("imatrix.chunk_size".to_string(), GgufValue::U32(512));
     let mut tensors = Vec::new();
-    for (i, (name, shape, _)) in model_tensors().into_iter().enumerate() {
+    for (i, (name, shape, _)) in model_tensors(BLOCKS).into_iter().enumerate() {
         if !name.starts_with("blk.") || shape.len() != 2 {
             continue;
         }

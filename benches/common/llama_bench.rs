@@ -169,3 +169,29 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
+
+/// The tensors of a llama-architecture GGUF model of `blocks` blocks at the shape above, with
+/// llama.cpp's names and an F16 converter's types.
+pub fn model_tensors(blocks: usize) -> Vec<(String, Vec<usize>, DType)> {
+    let kv = HIDDEN / HEADS * KV_HEADS;
+    let mut t = vec![(
+        "token_embd.weight".to_string(),
+        vec![VOCAB, HIDDEN],
+        DType::F16,
+    )];
+    for b in 0..blocks {
+        let p = |n: &str| format!("blk.{b}.{n}.weight");
+        t.push((p("attn_norm"), vec![HIDDEN], DType::F32));
+        t.push((p("attn_q"), vec![HIDDEN, HIDDEN], DType::F16));
+        t.push((p("attn_k"), vec![kv, HIDDEN], DType::F16));
+        t.push((p("attn_v"), vec![kv, HIDDEN], DType::F16));
+        t.push((p("attn_output"), vec![HIDDEN, HIDDEN], DType::F16));
+        t.push((p("ffn_norm"), vec![HIDDEN], DType::F32));
+        t.push((p("ffn_gate"), vec![FFN, HIDDEN], DType::F16));
+        t.push((p("ffn_up"), vec![FFN, HIDDEN], DType::F16));
+        t.push((p("ffn_down"), vec![HIDDEN, FFN], DType::F16));
+    }
+    t.push(("output_norm.weight".into(), vec![HIDDEN], DType::F32));
+    t.push(("output.weight".into(), vec![VOCAB, HIDDEN], DType::F16));
+    t
+}

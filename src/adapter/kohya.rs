@@ -12,7 +12,7 @@ use super::{report_unknown, Adapter, AdapterMeta, Format, LayerKind, LoraLayer, 
 use crate::error::{Error, Result};
 use crate::formats::sd::{self, ModuleRow, SdTable};
 use crate::io::{stage_safetensors, PendingTensor, SafetensorsFile, WriteReport};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 use indexmap::IndexMap;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -601,15 +601,6 @@ fn last_module_in_file_order(adapter: &Adapter) -> Option<String> {
         .map(|(_, p)| p.clone())
 }
 
-/// The alpha scalar in the factors' dtype when it holds the value exactly (as sd-scripts
-/// saves it), else F32, else F64.
-fn alpha_tensor(alpha: f64, dtype: DType) -> Result<Tensor> {
-    [dtype, DType::F32, DType::F64]
-        .into_iter()
-        .find_map(|d| Tensor::scalar(alpha, d))
-        .ok_or_else(|| Error::Invalid(format!("alpha {alpha} cannot be stored")))
-}
-
 /// Write `adapter` as one kohya LoRA file.
 pub fn write(
     adapter: &Adapter,
@@ -653,7 +644,7 @@ pub fn write(
             .ok_or_else(|| Error::module(path, format!("not a module of the {family} table")))?;
         check_row_shape(Path::new(path), &row.kohya, row, layer)
             .map_err(|e| Error::module(path, e.to_string()))?;
-        alphas.push(alpha_tensor(layer.alpha, layer.dtype())?);
+        alphas.push(Tensor::alpha(layer.alpha, layer.dtype())?);
         rows.push((row, layer));
     }
     // linear factors are 2-D in kohya files, 1x1 and 3x3 convs 4-D

@@ -87,6 +87,15 @@ impl Tensor {
         })
     }
 
+    /// An alpha scalar as sd-scripts saves it: in `dtype` (the factors') when that holds the
+    /// value exactly, else F32, else F64; an error naming the value when none does.
+    pub fn alpha(value: f64, dtype: DType) -> Result<Tensor> {
+        [dtype, DType::F32, DType::F64]
+            .into_iter()
+            .find_map(|d| Tensor::scalar(value, d))
+            .ok_or_else(|| Error::Invalid(format!("alpha {value} cannot be stored")))
+    }
+
     pub fn dtype(&self) -> DType {
         self.dtype
     }

@@ -134,13 +134,6 @@ fn common(values: impl Iterator<Item = String>) -> Option<String> {
     })
 }
 
-fn alpha_tensor(alpha: f64, dtype: DType) -> Result<Tensor> {
-    [dtype, DType::F32, DType::F64]
-        .into_iter()
-        .find_map(|d| Tensor::scalar(alpha, d))
-        .ok_or_else(|| Error::Invalid(format!("alpha {alpha} cannot be stored")))
-}
-
 /// Write a Flux / SD3 adapter as one `.safetensors` file in `layout`.
 pub fn write(
     adapter: &Adapter,
@@ -165,7 +158,7 @@ pub fn write(
     let (down_suffix, up_suffix) = ("lora_down.weight", "lora_up.weight");
     let alphas: Vec<Tensor> = modules
         .iter()
-        .map(|m| alpha_tensor(m.layer.alpha, m.layer.dtype()))
+        .map(|m| Tensor::alpha(m.layer.alpha, m.layer.dtype()))
         .collect::<Result<_>>()?;
     let mut names: Vec<(String, &Tensor)> = Vec::new();
     for (m, a) in modules.iter().zip(&alphas) {
