@@ -22,58 +22,9 @@
 mod llama_bench;
 
 use llama_bench::*;
-use loratool::io::gguf::{write_gguf, GgufValue, PendingGgufTensor};
-use loratool::tensor::{DType, Tensor};
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 const BLOCKS: usize = 8;
-
-fn generate_model(path: &Path) -> Res<()> {
-    let mut kv = indexmap::IndexMap::new();
-    let s = |v: &str| GgufValue::String(v.into());
-    kv.insert("general.architecture".to_string(), s("llama"));
-    kv.insert("general.type".to_string(), s("model"));
-    kv.insert("general.name".to_string(), s("bench-llama-0.5b"));
-    kv.insert("general.file_type".to_string(), GgufValue::U32(1));
-    kv.insert(
-        "llama.block_count".to_string(),
-        GgufValue::U32(BLOCKS as u32),
-    );
-    kv.insert(
-        "llama.embedding_length".to_string(),
-        GgufValue::U32(HIDDEN as u32),
-    );
-    kv.insert(
-        "llama.feed_forward_length".to_string(),
-        GgufValue::U32(FFN as u32),
-    );
-    kv.insert(
-        "llama.attention.head_count".to_string(),
-        GgufValue::U32(HEADS as u32),
-    );
-    kv.insert(
-        "llama.attention.head_count_kv".to_string(),
-        GgufValue::U32(KV_HEADS as u32),
-    );
-    let tensors: Vec<PendingGgufTensor<'_>> = model_tensors(BLOCKS)
-        .into_iter()
-        .enumerate()
-        .map(|(i, (name, shape, dtype))| PendingGgufTensor {
-            written: None,
-            name,
-            dims: shape.iter().rev().map(|&d| d as u64).collect(),
-            ggml_type: if dtype == DType::F16 { 1 } else { 0 },
-            data: Box::new(move || {
-                let n = shape.iter().product();
-                let t = Tensor::from_f32(shape.clone(), &values(n, i as u64), dtype)?;
-                Ok(Cow::Owned(t.bytes().to_vec()))
-            }),
-        })
-        .collect();
-    write_gguf(path, &kv, &tensors, &|_| {})?;
-    Ok(())
-}
 
 fn generate_adapter(dir: &Path) -> Res<()> {
     llama_bench::generate_adapter(dir, BLOCKS)?;
@@ -98,7 +49,7 @@ fn main() -> Res<()> {
     let model = dir.join("llama_f16.gguf");
     if !model.exists() {
         eprintln!("generating {}", model.display());
-        generate_model(&model)?;
+        generate_gguf_model(BLOCKS, &model)?;
     }
     let adapter = dir.join("llama_lora_r16");
     if !adapter.join("adapter_model.safetensors").exists() {

@@ -24,51 +24,11 @@ mod llama_bench;
 
 use llama_bench::*;
 use loratool::io::gguf::{write_gguf, GgufFile, GgufValue, PendingGgufTensor};
-use loratool::tensor::{DType, Tensor};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 const BLOCKS: usize = 8;
 const THREADS: &str = "2";
-
-fn generate_model(path: &Path) -> Res<()> {
-    let mut kv = indexmap::IndexMap::new();
-    let s = |v: &str| GgufValue::String(v.into());
-    let u = |v: usize| GgufValue::U32(v as u32);
-    kv.insert("general.architecture".to_string(), s("llama"));
-    kv.insert("general.type".to_string(), s("model"));
-    kv.insert("general.name".to_string(), s("bench-llama-0.5b"));
-    kv.insert("general.file_type".to_string(), u(1));
-    kv.insert("llama.context_length".to_string(), u(2048));
-    kv.insert("llama.block_count".to_string(), u(BLOCKS));
-    kv.insert("llama.embedding_length".to_string(), u(HIDDEN));
-    kv.insert("llama.feed_forward_length".to_string(), u(FFN));
-    kv.insert("llama.attention.head_count".to_string(), u(HEADS));
-    kv.insert("llama.attention.head_count_kv".to_string(), u(KV_HEADS));
-    kv.insert("llama.rope.dimension_count".to_string(), u(HIDDEN / HEADS));
-    kv.insert(
-        "llama.attention.layer_norm_rms_epsilon".to_string(),
-        GgufValue::F32(1e-5),
-    );
-    kv.insert("llama.vocab_size".to_string(), u(VOCAB));
-    let tensors: Vec<PendingGgufTensor<'_>> = model_tensors(BLOCKS)
-        .into_iter()
-        .enumerate()
-        .map(|(i, (name, shape, dtype))| PendingGgufTensor {
-            written: None,
-            name,
-            dims: shape.iter().rev().map(|&d| d as u64).collect(),
-            ggml_type: if dtype == DType::F16 { 1 } else { 0 },
-            data: Box::new(move || {
-                let n = shape.iter().product();
-                let t = Tensor::from_f32(shape.clone(), &values(n, i as u64), dtype)?;
-                Ok(Cow::Owned(t.bytes().to_vec()))
-            }),
-        })
-        .collect();
-    write_gguf(path, &kv, &tensors, &|_| {})?;
-    Ok(())
-}
 
 /// An importance matrix in llama-imatrix's GGUF layout for every block matrix of the model.
 fn generate_imatrix(path: &Path) -> Res<()> {
@@ -205,7 +165,7 @@ fn main() -> Res<()> {
     let model = dir.join("llama_f16_llamacpp.gguf");
     if !model.exists() {
         eprintln!("generating {}", model.display());
-        generate_model(&model)?;
+        generate_gguf_model(BLOCKS, &model)?;
     }
     let imatrix = dir.join("llama_f16_llamacpp.imatrix.gguf");
     if !imatrix.exists() {

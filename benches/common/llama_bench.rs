@@ -1,11 +1,13 @@
-//! What the model-level benchmarks (`gguf_ops`, `bake_extract`) share: the llama shape, value
-//! and adapter generators, and timing of a child command. Included with `#[path]`.
+//! What the model-level benchmarks (`gguf_ops`, `quantize_vs_llama`, `bake_extract`) share: the
+//! llama shape, model, value and adapter generators, and timing of a child command. Included with `#[path]`.
 
 #![allow(dead_code)]
 
+use loratool::io::gguf::{write_gguf, GgufValue, PendingGgufTensor};
 use loratool::io::{write_safetensors, PendingTensor};
 use loratool::tensor::{DType, Tensor};
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::path::Path;
 use std::process::Command;
 
@@ -194,4 +196,45 @@ pub fn model_tensors(blocks: usize) -> Vec<(String, Vec<usize>, DType)> {
     t.push(("output_norm.weight".into(), vec![HIDDEN], DType::F32));
     t.push(("output.weight".into(), vec![VOCAB, HIDDEN], DType::F16));
     t
+}
+
+/// A llama-architecture F16 GGUF model of `blocks` blocks with llama.cpp's converter metadata
+/// (the input of the quantize and GGUF bake benchmarks).
+pub fn generate_gguf_model(blocks: usize, path: &Path) -> Res<()> {
+    let mut kv = indexmap::IndexMap::new();
+    let s = |v: &str| GgufValue::String(v.into());
+    let u = |v: usize| GgufValue::U32(v as u32);
+    kv.insert("general.architecture".to_string(), s("llama"));
+    kv.insert("general.type".to_string(), s("model"));
+    kv.insert("general.name".to_string(), s("bench-llama-0.5b"));
+    kv.insert("general.file_type".to_string(), u(1));
+    kv.insert("llama.context_length".to_string(), u(2048));
+    kv.insert("llama.block_count".to_string(), u(blocks));
+    kv.insert("llama.embedding_length".to_string(), u(HIDDEN));
+    kv.insert("llama.feed_forward_length".to_string(), u(FFN));
+    kv.insert("llama.attention.head_count".to_string(), u(HEADS));
+    kv.insert("llama.attention.head_count_kv".to_string(), u(KV_HEADS));
+    kv.insert("llama.rope.dimension_count".to_string(), u(HIDDEN / HEADS));
+    kv.insert(
+        "llama.attention.layer_norm_rms_epsilon".to_string(),
+        GgufValue::F32(1e-5),
+    );
+    kv.insert("llama.vocab_size".to_string(), u(VOCAB));
+    let tensors: Vec<PendingGgufTensor<'_>> = model_tensors(blocks)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, shape, dtype))| PendingGgufTensor {
+            written: None,
+            name,
+            dims: shape.iter().rev().map(|&d| d as u64).collect(),
+            ggml_type: if dtype == DType::F16 { 1 } else { 0 },
+            data: Box::new(move || {
+                let n = shape.iter().product();
+                let t = Tensor::from_f32(shape.clone(), &values(n, i as u64), dtype)?;
+                Ok(Cow::Owned(t.bytes().to_vec()))
+            }),
+        })
+        .collect();
+    write_gguf(path, &kv, &tensors, &|_| {})?;
+    Ok(())
 }
