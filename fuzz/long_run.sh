@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzz one target until it has used CPU_SECONDS of CPU time in total (summed over runs in
-# logs/<target>.cpu), at nice 15, growing corpus/<target>; libFuzzer's output and final stats
+# logs/<target>.cpu), at nice 19 (it yields to anything else running), growing corpus/<target>; libFuzzer's output and final stats
 # are appended to logs/<target>.log. A crash stops the run (its input is in artifacts/<target>/);
 # fix it, rebuild, and run again to continue the budget.
 #
@@ -11,7 +11,7 @@ source ./targets.sh
 target=$1
 budget=$2
 bin=$FUZZ_BIN_DIR/$target
-[ -x "$bin" ] || { echo "build first: cargo +nightly fuzz build -O -a -s none" >&2; exit 2; }
+[ -x "$bin" ] || { echo "build first: cargo fuzz build -O -a -s none" >&2; exit 2; }
 mkdir -p logs "corpus/$target" "artifacts/$target"
 used=$(cat "logs/$target.cpu" 2>/dev/null || echo 0)
 if [ "$used" -ge "$budget" ]; then
@@ -19,7 +19,7 @@ if [ "$used" -ge "$budget" ]; then
     exit 0
 fi
 echo "=== $(date -u +%FT%TZ) start, $used CPU-s used before" >>"logs/$target.log"
-nice -n 15 "$bin" "corpus/$target" -dict="dict/${FUZZ_DICT[$target]}.dict" \
+nice -n 19 "$bin" "corpus/$target" -dict="dict/${FUZZ_DICT[$target]}.dict" \
     -artifact_prefix="artifacts/$target/" -print_final_stats=1 -timeout=20 \
     -rss_limit_mb=3072 -max_total_time=86400 >>"logs/$target.log" 2>&1 &
 pid=$!
