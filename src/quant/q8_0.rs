@@ -82,7 +82,7 @@ fn quantize_block(x: &[f32], y: &mut [u8], amax: f32) {
 /// `v - trunc(v)` is exact in f32, so the comparison with 0.5 decides ties exactly.
 #[inline(always)]
 pub(super) fn roundf(v: f32) -> i32 {
-    let t = v as i32;
+    let t = super::q4::cvtt_i32(v);
     let frac = v - t as f32;
     if frac >= 0.5 {
         t.wrapping_add(1)
