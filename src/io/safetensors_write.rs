@@ -339,6 +339,12 @@ fn plan_jobs(tensors: &[PendingTensor<'_>], order: &[usize], start: u64) -> Resu
     Ok(jobs)
 }
 
+/// Runs of untouched tensors are copied and handed to writeback this much at a time: the disk
+/// starts on a run while the rest of it is copied, and the final fsync waits for less (one call
+/// per run, up to hundreds of MB, measured 46 % of `cp`'s speed for a 1-shard bake; 16 MiB
+/// pieces 56 %, 64 MiB 51 %; BENCHMARKS.md).
+const COPY_CHUNK: u64 = 16 << 20;
+
 fn same_file(span: Option<FileSpan<'_>>, file: &File) -> bool {
     span.is_some_and(|s| std::ptr::eq(s.file, file))
 }
@@ -370,8 +376,14 @@ fn run_job(
                     "internal error: a copy job without a source".into(),
                 ));
             };
-            copy_range(span.file, *src, out, *dst, *len).map_err(|e| Error::io(path, e))?;
-            start_writeback(out, *dst, *len);
+            let mut off = 0;
+            while off < *len {
+                let n = (*len - off).min(COPY_CHUNK);
+                copy_range(span.file, *src + off, out, *dst + off, n)
+                    .map_err(|e| Error::io(path, e))?;
+                start_writeback(out, *dst + off, n);
+                off += n;
+            }
             for &i in run {
                 done(&tensors[i], progress);
             }
