@@ -1,5 +1,5 @@
 # Sourced by the fuzz scripts. One line per target: name, dictionary (dict/<name>.dict), and the
-# number of runs CI's smoke pass gives it (about 20 s each on a 2-core machine; the targets'
+# number of runs CI's smoke pass gives it (3-11 s each on an idle 2-core machine; the targets'
 # speeds differ 20x). Adding a target: `cargo fuzz add <name>` (creates fuzz_targets/<name>.rs
 # and its [[bin]]), write the target with loratool_fuzz::run, add a line here and its seeds to
 # make_seeds.py.
