@@ -13,6 +13,7 @@ writes <out>/<target>/<name> for every target and is idempotent (same bytes ever
 """
 import argparse
 import json
+import re
 import os
 import struct
 import sys
@@ -98,6 +99,55 @@ def kohya_seed(path, budget=24_000):
         chosen.add(m)
         used += size
     return st_subset(path, lambda k: k.split(".", 1)[0] in chosen)
+
+
+DIT_SUFFIX = re.compile(r"\.(lora_down\.weight|lora_up\.weight|lora_A\.weight|lora_B\.weight|"
+                        r"lora\.down\.weight|lora\.up\.weight|down\.weight|up\.weight|alpha|"
+                        r"lora_mid\.weight|dora_scale|lokr_\w+|hada_\w+)$")
+DIT_FUSED = ("qkv", "linear1", "to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj",
+             "proj_lora1", "qkv_lora")
+
+
+def dit_seed(path, n_modules=5):
+    """A Flux/SD3 adapter cut to `n_modules` modules (fused attention ones first, so a fused
+    group stays whole where it fits) at rank 1: the first row of each down factor and the
+    first column of each up factor, so tensors keep the real model's widths (the DiT tables
+    check them) at a few tens of KB. LyCORIS factors are kept whole."""
+    h, md, data = st_read(path)
+    modules = {}
+    for k in h:
+        m = DIT_SUFFIX.search(k)
+        modules.setdefault(k[:m.start()] if m else k, []).append(k)
+    # full x full LoKr (exact rank up to the whole module) would make every run slow
+    heavy = {m for m, ks in modules.items()
+             if {m + ".lokr_w1", m + ".lokr_w2"} <= set(ks)}
+    names = sorted((m for m in modules if m not in heavy),
+                   key=lambda m: (not any(f in m for f in DIT_FUSED), m))[:n_modules]
+    # rank 1 unless the file states ranks elsewhere (diffusers' lora_adapter_metadata) or the
+    # factors have a structure (sd-scripts split_qkv: up block-diagonal over q/k/v)
+    cut = not (md or {}).get("lora_adapter_metadata") and "split_qkv" not in path
+    out = []
+    for m in names:
+        for k in modules[m]:
+            t, raw = h[k], data[k]
+            shape, size = list(t["shape"]), DTYPE_SIZE.get(t["dtype"], 1)
+            is_down = re.search(r"(lora_down|lora_A|lora\.down|\.down)\.weight$", k)
+            is_up = re.search(r"(lora_up|lora_B|lora\.up|\.up)\.weight$", k)
+            if not cut:
+                pass
+            elif is_down and len(shape) >= 2 and shape[0] > 1:
+                row = len(raw) // shape[0]
+                raw, shape = raw[:row], [1] + shape[1:]
+            elif is_up and len(shape) >= 2 and shape[1] > 1:
+                inner = size
+                for d in shape[2:]:
+                    inner *= d
+                col = inner
+                stride = shape[1] * inner
+                raw = b"".join(raw[i * stride:i * stride + col] for i in range(shape[0]))
+                shape = [shape[0], 1] + shape[2:]
+            out.append((k, t["dtype"], shape, raw))
+    return st_bytes(out, trim_md(md))
 
 
 def peft_module(key):
@@ -279,7 +329,7 @@ def shard_indexes():
 def build(out):
     seeds = {t: {} for t in ["safetensors", "gguf", "peft_config", "kohya", "diffusers", "peft",
                              "gguf_adapter", "registry_json", "sharded_index", "lycoris_kohya",
-                             "lycoris_peft", "remote_replies"]}
+                             "lycoris_peft", "remote_replies", "dit_layouts"]}
     fx = lambda *p: os.path.join(FIX, *p)
 
     kohya_files = ["gen_sd15_kohya.safetensors", "gen_sdxl_kohya.safetensors",
@@ -363,6 +413,12 @@ def build(out):
         config = open(fx(lyco, d, "adapter_config.json"), "rb").read()
         weights = open(fx(lyco, d, "adapter_model.safetensors"), "rb").read()
         seeds["lycoris_peft"][d] = struct.pack("<H", len(config)) + config + weights
+
+    # Flux.1 / SD3 in every layout read (kohya, split_qkv, ComfyUI/BFL, OneTrainer, XLabs,
+    # lycoris_, diffusers), cut from fixtures/flux/ (made by the real tools; its README)
+    for f in sorted(os.listdir(fx("flux"))):
+        if f.endswith(".safetensors") and ".diffusers." not in f and "probes" not in f:
+            seeds["dit_layouts"][f.replace(".safetensors", "")] = dit_seed(fx("flux", f))
 
     # remote: challenges as registries send them, a Hub tree listing, references
     for name, text in {

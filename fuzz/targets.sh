@@ -16,6 +16,7 @@ sharded_index  sharded_index  50000
 lycoris_kohya  lycoris        8000
 lycoris_peft   lycoris        8000
 remote_replies remote         150000
+dit_layouts    dit            250
 "
 declare -A FUZZ_DICT FUZZ_CI_RUNS
 FUZZ_TARGETS=()
