@@ -326,6 +326,65 @@ def shard_indexes():
 # ---------------------------------------------------------------- corpora
 
 
+# ---------------------------------------------------------------- remote replies
+
+def hub_reply_seeds():
+    """Replies shaped as the Hub sends them (the same shapes tests/hub_server/server.py
+    imitates, after huggingface_hub's HfApi: repo revision info, the paginated tree, preupload,
+    the LFS batch API with basic and multipart transfers, create_commit), behind the target's
+    selector byte."""
+    sha, lfs_oid = "0123456789abcdef0123456789abcdef01234567", "c" * 64
+    cdn, hub = "https://cdn-lfs.hf.co", "https://huggingface.co"
+    j = lambda v: json.dumps(v).encode()
+    seeds = {
+        "revision": b"\0" + j({"id": "o/r", "sha": sha, "siblings": [{"rfilename": "a"}], "private": False}),
+        "tree": b"\1" + j([
+            {"type": "file", "oid": "a" * 40, "size": 618, "path": "adapter_config.json"},
+            {"type": "file", "oid": "b" * 40, "size": 8864, "path": "unet/adapter_model.safetensors",
+             "lfs": {"oid": lfs_oid, "size": 8864, "pointerSize": 134}},
+            {"type": "directory", "oid": "d" * 40, "size": 0, "path": "unet"}]),
+        "link": b"\2" + f'<{hub}/api/models/o/r/tree/{sha}?recursive=true&cursor=2>; rel="next"'.encode(),
+        "error_header": b"\3" + b"Repository Not Found for url: https://huggingface.co/api/models/o/r.",
+        "error_body": b"\3" + j({"error": "Invalid credentials in Authorization header"}),
+        "meta_lfs": b"\4\1" + f"X-Repo-Commit: {sha}\nX-Linked-Etag: \"{lfs_oid}\"\nX-Linked-Size: 8864\ncontent-length: 1354".encode(),
+        "meta_regular": b"\4\0" + f"x-repo-commit: {sha}\netag: W/\"{'a' * 40}\"\ncontent-length: 618".encode(),
+        "preupload": b"\5" + j({"files": [
+            {"path": "adapter_model.safetensors", "uploadMode": "lfs", "shouldIgnore": False},
+            {"path": "README.md", "uploadMode": "regular", "shouldIgnore": False, "oid": "e" * 40}],
+            "commitOid": sha}),
+        "batch_basic": b"\6" + struct.pack("<Q", 8864) + j({"transfer": "basic", "objects": [
+            {"oid": lfs_oid, "size": 8864, "authenticated": True, "actions": {
+                "upload": {"href": f"{cdn}/upload/{lfs_oid}?sig=x"},
+                "verify": {"href": f"{hub}/o/r.git/info/lfs/verify", "header": {"Authorization": "Basic eA=="}}}}]}),
+        "batch_multipart": b"\6" + struct.pack("<Q", 2500) + j({"transfer": "multipart", "objects": [
+            {"oid": lfs_oid, "size": 2500, "actions": {
+                "upload": {"href": f"{cdn}/upload/{lfs_oid}/complete?sig=x",
+                           "header": {"chunk_size": "1000", "1": f"{cdn}/p/1", "2": f"{cdn}/p/2", "3": f"{cdn}/p/3"}},
+                "verify": {"href": f"{hub}/o/r.git/info/lfs/verify", "header": {}}}}]}),
+        "batch_error": b"\6" + struct.pack("<Q", 1) + j({"objects": [
+            {"oid": "x", "size": 1, "error": {"code": 422, "message": "bad oid"}}]}),
+        "commit": b"\7" + j({"commitUrl": f"{hub}/o/r/commit/{sha}", "commitOid": sha,
+                              "pullRequestUrl": None}),
+    }
+    return seeds
+
+
+def oci_reply_seeds():
+    """A token service's answer (docker's token auth spec: token, access_token, expires_in),
+    distribution's error body, upload Locations (absolute and relative, as registries send
+    them) and a Content-Length, behind the target's selector byte."""
+    return {
+        "token": b"\0" + json.dumps({"token": "eyJhbGciOiJFUzI1NiJ9.e30.sig", "access_token": "eyJ",
+                                     "expires_in": 300, "issued_at": "2026-01-01T00:00:00Z"}).encode(),
+        "access_token": b"\0" + json.dumps({"access_token": "ghs_abc", "expires_in": 300}).encode(),
+        "errors": b"\1" + json.dumps({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown",
+                                                  "detail": {"Tag": "v1"}}]}).encode(),
+        "location_relative": b"\2/v2/team/a/blobs/uploads/5f2e?_state=abc",
+        "location_absolute": b"\2https://registry.example:5000/v2/team/a/blobs/uploads/5f2e",
+        "content_length": b"\3" + b"4096",
+    }
+
+
 def build(out):
     seeds = {t: {} for t in ["safetensors", "gguf", "peft_config", "kohya", "diffusers", "peft",
                              "gguf_adapter", "registry_json", "sharded_index", "lycoris_kohya",
@@ -435,6 +494,9 @@ def build(out):
             {"type": "directory", "oid": "d" * 40, "size": 0, "path": "sub"}]),
     }.items():
         seeds["remote_replies"][name] = text.encode()
+
+    seeds["hub_replies"] = hub_reply_seeds()
+    seeds["oci_replies"] = oci_reply_seeds()
 
     for name, doc in registry_docs().items():
         seeds["registry_json"][name] = json.dumps(doc, indent=2).encode()

@@ -17,6 +17,8 @@ lycoris_kohya  lycoris        8000
 lycoris_peft   lycoris        8000
 remote_replies remote         150000
 dit_layouts    dit            250
+hub_replies    hub_replies    150000
+oci_replies    oci_replies    150000
 "
 declare -A FUZZ_DICT FUZZ_CI_RUNS
 FUZZ_TARGETS=()

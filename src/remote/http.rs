@@ -282,8 +282,7 @@ impl Reply {
     pub fn json<T: serde::de::DeserializeOwned>(self, cap: u64) -> Result<T> {
         let url = self.url.clone();
         let bytes = self.bytes(cap)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| RemoteError::bad_reply(&url, format!("not the JSON expected: {e}")))
+        decode_json(&url, &bytes)
     }
 
     /// Drain and drop the body (keeps the connection reusable), reading at most 64 KiB.
@@ -297,6 +296,12 @@ impl Reply {
 }
 
 /// Server text for an error message: printable ASCII only, at most 300 characters.
+/// A reply body as JSON of type `T` (the decoding step every reply parser starts with).
+pub fn decode_json<T: serde::de::DeserializeOwned>(url: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| RemoteError::bad_reply(url, format!("not the JSON expected: {e}")))
+}
+
 pub fn clean_text(s: &str) -> String {
     let mut t: String = s
         .chars()

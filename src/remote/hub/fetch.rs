@@ -6,7 +6,8 @@
 use super::super::error::{RemoteError, Result};
 use super::super::http::{self, Hasher, Redirects, Request};
 use super::super::{LocalAdapter, Progress, Provenance};
-use super::cache::{normalize_etag, valid_etag, HubCache};
+use super::cache::HubCache;
+use super::replies;
 use super::{is_sha256_hex, Ctx, HubClient, HubConfig, HubRef, TreeEntry};
 use std::path::{Path, PathBuf};
 use ureq::http::Method;
@@ -277,42 +278,20 @@ fn download_file(
     if !(200..300).contains(&reply.status) && !is_redirect {
         return Err(client.status_error(reply, &ctx));
     }
-    let linked_etag = reply.header("x-linked-etag").map(normalize_etag);
-    let etag = linked_etag
-        .clone()
-        .or_else(|| reply.header("etag").map(normalize_etag))
-        .unwrap_or_default();
-    let size = reply
-        .header("x-linked-size")
-        .or_else(|| {
-            (!is_redirect)
-                .then(|| reply.header("content-length"))
-                .flatten()
-        })
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    let repo_commit = reply.header("x-repo-commit").map(str::to_string);
+    let meta = replies::file_metadata(
+        &url,
+        commit,
+        &replies::FileHeaders {
+            redirect: is_redirect,
+            x_repo_commit: reply.header("x-repo-commit"),
+            x_linked_etag: reply.header("x-linked-etag"),
+            etag: reply.header("etag"),
+            x_linked_size: reply.header("x-linked-size"),
+            content_length: reply.header("content-length"),
+        },
+    );
     reply.discard();
-    if repo_commit.as_deref().is_some_and(|c| c != commit) || repo_commit.is_none() {
-        return Err(RemoteError::bad_reply(
-            &url,
-            format!(
-                "X-Repo-Commit is {:?}, not the commit {commit} that was asked for",
-                repo_commit.map(|c| http::clean_text(&c))
-            ),
-        ));
-    }
-    if !valid_etag(&etag) {
-        return Err(RemoteError::bad_reply(
-            &url,
-            format!(
-                "ETag '{}' is neither a git SHA-1 nor a sha256",
-                http::clean_text(&etag)
-            ),
-        ));
-    }
-    let size = size.ok_or_else(|| {
-        RemoteError::bad_reply(&url, "no file size (X-Linked-Size / Content-Length)")
-    })?;
+    let replies::FileMeta { etag, size } = meta?;
     // the listing and the metadata must agree
     if size != entry.size {
         return Err(RemoteError::integrity(

@@ -1,7 +1,7 @@
 //! The Hugging Face Hub client: references (`hf://owner/name[@rev][/subfolder]`), configuration
 //! from the same environment variables huggingface_hub reads, the API calls with the Hub's
 //! error mapping, and the listings. Downloads are in `fetch`, the cache layout in `cache`,
-//! uploads in `push`, the model card in `card`.
+//! uploads in `push`, the model card in `card`, the decoding of the Hub's replies in `replies`.
 //!
 //! The protocol is the one huggingface_hub speaks with Xet disabled (see
 //! /work/shared/reference/mergekit-hub-and-crates.md §2 and §6).
@@ -10,14 +10,15 @@ pub mod cache;
 pub mod card;
 pub mod fetch;
 pub mod push;
+pub mod replies;
 
 use super::error::{RemoteError, Result};
 use super::http::{self, clean_text, quote, Http, HttpConfig, Reply, Request, Secret};
-use serde::Deserialize;
 use std::path::PathBuf;
 
 pub use fetch::{fetch, FetchOptions};
 pub use push::{push, PushOptions, PushReport};
+pub use replies::{LfsInfo, TreeEntry};
 
 /// JSON replies of the listing calls are capped (a repo info lists every file; 64 MiB is far
 /// beyond any real repository's listing page).
@@ -211,26 +212,6 @@ impl HubConfig {
     }
 }
 
-/// A listing entry of `/tree/{rev}?recursive=true`.
-#[derive(Clone, Debug, Deserialize)]
-pub struct TreeEntry {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub path: String,
-    #[serde(default)]
-    pub size: u64,
-    #[serde(default)]
-    pub oid: Option<String>,
-    #[serde(default)]
-    pub lfs: Option<LfsInfo>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct LfsInfo {
-    pub oid: String,
-    pub size: u64,
-}
-
 /// A connection to one Hub endpoint.
 pub struct HubClient {
     pub config: HubConfig,
@@ -291,20 +272,16 @@ impl HubClient {
     pub fn status_error(&self, reply: Reply, ctx: &Ctx<'_>) -> RemoteError {
         let server = self.server();
         let code = reply.header_text("x-error-code");
-        let message = reply.header_text("x-error-message");
+        let message = reply.header("x-error-message").map(str::to_string);
         let status = reply.status;
         let url = reply.url.clone();
-        let body_text = if message.is_none() {
-            reply
-                .bytes(4096)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(clean_text))
+        let body = if message.is_none() {
+            reply.bytes(4096).ok()
         } else {
             reply.discard();
             None
         };
-        let message = message.or(body_text);
+        let message = replies::error_message(message.as_deref(), body.as_deref());
         let detail = message
             .as_ref()
             .map(|m| format!(" ({m})"))
@@ -407,24 +384,10 @@ impl HubClient {
 
     /// The commit a revision points at (`GET /api/models/{repo}/revision/{rev}`).
     pub fn revision_sha(&self, repo: &str, revision: &str) -> Result<String> {
-        #[derive(Deserialize)]
-        struct Info {
-            sha: Option<String>,
-        }
         let url = self.api_url(&format!("{repo}/revision/{}", quote(revision, false)));
         let ctx = Ctx::new(repo, revision);
         let reply = self.call(Request::get(url.clone()), &ctx)?;
-        let info: Info = self.json(reply, MAX_LISTING_BYTES)?;
-        match info.sha {
-            Some(s) if is_commit(&s) => Ok(s),
-            other => Err(RemoteError::bad_reply(
-                &url,
-                format!(
-                    "'sha' is {:?}, not a 40-hex commit",
-                    other.map(|s| clean_text(&s))
-                ),
-            )),
-        }
+        replies::check_revision(&url, self.json(reply, MAX_LISTING_BYTES)?)
     }
 
     /// Every entry of a commit, recursively (pages followed through the `Link` header).
@@ -437,28 +400,8 @@ impl HubClient {
         let mut out = Vec::new();
         for _page in 0..10_000 {
             let reply = self.call(Request::get(url.clone()), &ctx)?;
-            let next = reply.header("link").and_then(next_link);
-            let page: Vec<TreeEntry> = self.json(reply, MAX_LISTING_BYTES)?;
-            for e in &page {
-                if !safe_repo_path(&e.path) || !matches!(e.kind.as_str(), "file" | "directory") {
-                    return Err(RemoteError::bad_reply(
-                        &url,
-                        format!(
-                            "tree entry '{}' ({}) is not a safe repository path",
-                            clean_text(&e.path),
-                            clean_text(&e.kind)
-                        ),
-                    ));
-                }
-                if let Some(l) = &e.lfs {
-                    if !is_sha256_hex(&l.oid) || l.size != e.size {
-                        return Err(RemoteError::bad_reply(
-                            &url,
-                            format!("tree entry '{}' has a bad lfs oid or size", e.path),
-                        ));
-                    }
-                }
-            }
+            let next = reply.header("link").and_then(replies::next_link);
+            let page = replies::check_tree_page(&url, self.json(reply, MAX_LISTING_BYTES)?)?;
             out.extend(page);
             match next {
                 Some(n) => {
@@ -495,19 +438,6 @@ impl<'a> Ctx<'a> {
             write: false,
         }
     }
-}
-
-/// `<url>; rel="next"` from a `Link` header.
-fn next_link(link: &str) -> Option<String> {
-    link.split(',').find_map(|part| {
-        let (url, params) = part.split_once(';')?;
-        params.contains("rel=\"next\"").then(|| {
-            url.trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>')
-                .to_string()
-        })
-    })
 }
 
 pub fn is_commit(s: &str) -> bool {
@@ -563,15 +493,6 @@ mod tests {
         ] {
             assert!(HubRef::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn link_header_next_page() {
-        assert_eq!(
-            next_link("<http://h/api/x?cursor=2>; rel=\"next\"").as_deref(),
-            Some("http://h/api/x?cursor=2")
-        );
-        assert_eq!(next_link("<http://h/a>; rel=\"prev\""), None);
     }
 
     #[test]

@@ -8,9 +8,9 @@ use super::super::http::{self, Body, Request};
 use super::super::source::Prepared;
 use super::super::Progress;
 use super::card::{render, CardInput};
+use super::replies::{self, Action, Mode, Transfer};
 use super::{is_commit, Ctx, HubClient, HubConfig, HubRef, MAX_API_BYTES};
 use base64::Engine as _;
-use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -294,17 +294,6 @@ fn ensure_branch(client: &HubClient, repo: &str, revision: &str, ctx: &Ctx<'_>) 
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Mode {
-    path: String,
-    upload_mode: String,
-    #[serde(default)]
-    should_ignore: bool,
-    #[serde(default)]
-    oid: Option<String>,
-}
-
 fn preupload(
     client: &HubClient,
     repo: &str,
@@ -312,10 +301,6 @@ fn preupload(
     uploads: &[Upload],
     ctx: &Ctx<'_>,
 ) -> Result<BTreeMap<String, Mode>> {
-    #[derive(Deserialize)]
-    struct Reply {
-        files: Vec<Mode>,
-    }
     let mut out = BTreeMap::new();
     for chunk in uploads.chunks(256) {
         let mut files = Vec::new();
@@ -329,40 +314,12 @@ fn preupload(
             http::quote(revision, false)
         ));
         let reply = client.call(post_json(url.clone(), &body), ctx)?;
-        let r: Reply = client.json(reply, MAX_API_BYTES)?;
-        for m in r.files {
-            if !matches!(m.upload_mode.as_str(), "lfs" | "regular") {
-                return Err(RemoteError::bad_reply(
-                    &url,
-                    format!("uploadMode '{}'", http::clean_text(&m.upload_mode)),
-                ));
-            }
-            out.insert(m.path.clone(), m);
-        }
+        out.extend(replies::check_preupload(
+            &url,
+            client.json(reply, MAX_API_BYTES)?,
+        )?);
     }
     Ok(out)
-}
-
-#[derive(Deserialize)]
-struct Action {
-    href: String,
-    #[serde(default)]
-    header: BTreeMap<String, serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct Actions {
-    upload: Option<Action>,
-    verify: Option<Action>,
-}
-
-#[derive(Deserialize)]
-struct BatchObject {
-    oid: String,
-    #[serde(default)]
-    actions: Option<Actions>,
-    #[serde(default)]
-    error: Option<serde_json::Value>,
 }
 
 fn upload_lfs(
@@ -373,12 +330,6 @@ fn upload_lfs(
     ctx: &Ctx<'_>,
     progress: &dyn Progress,
 ) -> Result<()> {
-    #[derive(Deserialize)]
-    struct BatchReply {
-        #[serde(default)]
-        transfer: Option<String>,
-        objects: Vec<BatchObject>,
-    }
     for chunk in files.chunks(256) {
         let objects: Vec<_> = chunk
             .iter()
@@ -401,17 +352,7 @@ fn upload_lfs(
             .header("content-type", LFS_JSON)
             .body(Body::Bytes(&body));
         let reply = client.call(req, ctx)?;
-        let batch: BatchReply = client.json(reply, MAX_API_BYTES)?;
-        if let Some(t) = batch
-            .transfer
-            .as_deref()
-            .filter(|t| !matches!(*t, "basic" | "multipart"))
-        {
-            return Err(RemoteError::bad_reply(
-                &url,
-                format!("the server chose the '{}' transfer, which loratool does not speak (it offers basic and multipart)", http::clean_text(t)),
-            ));
-        }
+        let batch = replies::check_lfs_batch(&url, client.json(reply, MAX_API_BYTES)?)?;
         for u in chunk {
             let obj = batch
                 .objects
@@ -447,7 +388,7 @@ fn upload_lfs(
                     .header("content-type", LFS_JSON)
                     .body(Body::Bytes(&body))
                     .auth(client.auth_for(&v.href));
-                for (k, val) in header_strings(&v.header) {
+                for (k, val) in replies::header_strings(&v.header) {
                     req.headers.push((leak_header(&k)?, val));
                 }
                 let reply = client.http().send(&req)?;
@@ -459,19 +400,6 @@ fn upload_lfs(
         }
     }
     Ok(())
-}
-
-fn header_strings(h: &BTreeMap<String, serde_json::Value>) -> Vec<(String, String)> {
-    h.iter()
-        .filter_map(|(k, v)| {
-            let v = match v {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Number(n) => n.to_string(),
-                _ => return None,
-            };
-            Some((k.clone(), v))
-        })
-        .collect()
 }
 
 /// Action headers come from the server; only a few well-formed names are passed on.
@@ -492,55 +420,39 @@ fn leak_header(k: &str) -> Result<&'static str> {
 
 fn upload_one(client: &HubClient, u: &Upload, up: &Action, progress: &dyn Progress) -> Result<()> {
     let file = File::open(&u.local).map_err(|e| RemoteError::io(&u.local, e))?;
-    let chunk_size = up.header.get("chunk_size").and_then(|v| match v {
-        serde_json::Value::Number(n) => n.as_u64(),
-        serde_json::Value::String(s) => s.parse().ok(),
-        _ => None,
-    });
-    let Some(chunk_size) = chunk_size else {
-        // basic: one PUT of the whole file to a self-authorising (presigned) href, no token
-        let req = Request::new(Method::PUT, up.href.clone())
-            .body(Body::File {
-                file: &file,
-                offset: 0,
-                len: u.size,
-            })
-            .upload_progress(progress);
-        let reply = client.http().send(&req)?;
-        if !(200..300).contains(&reply.status) {
-            return Err(RemoteError::Status {
-                url: http::shown_url(&reply.url),
-                status: reply.status,
-                detail: format!(" uploading {}", u.path_in_repo),
-            });
+    let parts = match replies::upload_transfer(up, u.size)? {
+        Transfer::Multipart { parts, .. } => parts,
+        Transfer::Basic => {
+            // basic: one PUT of the whole file to a self-authorising (presigned) href, no token
+            let req = Request::new(Method::PUT, up.href.clone())
+                .body(Body::File {
+                    file: &file,
+                    offset: 0,
+                    len: u.size,
+                })
+                .upload_progress(progress);
+            let reply = client.http().send(&req)?;
+            if !(200..300).contains(&reply.status) {
+                return Err(RemoteError::Status {
+                    url: http::shown_url(&reply.url),
+                    status: reply.status,
+                    detail: format!(" uploading {}", u.path_in_repo),
+                });
+            }
+            reply.discard();
+            return Ok(());
         }
-        reply.discard();
-        return Ok(());
     };
     // multipart: numbered part URLs, one PUT per chunk, then a completion POST with the ETags
-    let mut parts: Vec<(u64, String)> = up
-        .header
-        .iter()
-        .filter_map(|(k, v)| Some((k.parse::<u64>().ok()?, v.as_str()?.to_string())))
-        .collect();
-    parts.sort();
-    let expected = u.size.div_ceil(chunk_size.max(1));
-    if chunk_size == 0
-        || parts.len() as u64 != expected
-        || parts
-            .iter()
-            .enumerate()
-            .any(|(i, (n, _))| *n != i as u64 + 1)
-    {
-        return Err(RemoteError::bad_reply(
-            &up.href,
-            format!("multipart upload of {} bytes in chunks of {chunk_size} needs {expected} numbered part URLs, got {}", u.size, parts.len()),
-        ));
-    }
     let mut etags = Vec::new();
-    for (i, (n, url)) in parts.iter().enumerate() {
-        let offset = i as u64 * chunk_size;
-        let len = chunk_size.min(u.size - offset);
+    for replies::Part {
+        number: n,
+        url,
+        offset,
+        len,
+    } in &parts
+    {
+        let (offset, len) = (*offset, *len);
         let req = Request::new(Method::PUT, url.clone()).body(Body::File {
             file: &file,
             offset,
@@ -625,18 +537,5 @@ fn commit(
         .body(Body::Bytes(&body))
         .no_retry();
     let reply = client.call(req, ctx)?;
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct CommitReply {
-        commit_url: String,
-        commit_oid: String,
-    }
-    let r: CommitReply = client.json(reply, MAX_API_BYTES)?;
-    if !is_commit(&r.commit_oid) {
-        return Err(RemoteError::bad_reply(
-            &url,
-            "commitOid is not a 40-hex commit",
-        ));
-    }
-    Ok((http::clean_text(&r.commit_url), r.commit_oid))
+    replies::check_commit(&url, client.json(reply, MAX_API_BYTES)?)
 }

@@ -313,19 +313,7 @@ pub fn answer(
                     detail: " from the token service".into(),
                 });
             }
-            #[derive(Deserialize)]
-            struct Token {
-                #[serde(default)]
-                token: Option<String>,
-                #[serde(default)]
-                access_token: Option<String>,
-            }
-            let t: Token = reply.json(1 << 20)?;
-            let token = t
-                .token
-                .or(t.access_token)
-                .filter(|t| !t.is_empty() && t.len() < 64 << 10 && t.bytes().all(|b| b.is_ascii_graphic()))
-                .ok_or_else(|| RemoteError::bad_reply(&url, "no usable token in the reply"))?;
+            let token = super::replies::check_token(&url, reply.json(1 << 20)?)?;
             Ok(Secret::bearer(&token))
         }
         other => Err(RemoteError::bad_reply(

@@ -1,9 +1,11 @@
 //! The OCI distribution client: references (`oci://host[:port]/repository[:tag|@digest]`),
 //! authentication (anonymous, Basic, Bearer through the `WWW-Authenticate` challenge), and
 //! push/pull of a stored adapter's ModelPack manifest and blobs, byte for byte, so digests are
-//! the same on both sides. Pull verifies every blob before it enters the store.
+//! the same on both sides. Pull verifies every blob before it enters the store. The decoding
+//! of the registry's replies is in `replies`.
 
 pub mod auth;
+pub mod replies;
 
 use super::error::{RemoteError, Result};
 use super::http::{self, Body, Hasher, Http, HttpConfig, Reply, Request, Secret};
@@ -285,30 +287,10 @@ impl OciClient {
         let api_version = reply
             .header("docker-distribution-api-version")
             .map(str::to_string);
-        #[derive(serde::Deserialize)]
-        struct Errs {
-            #[serde(default)]
-            errors: Vec<ErrItem>,
-        }
-        #[derive(serde::Deserialize)]
-        struct ErrItem {
-            #[serde(default)]
-            code: String,
-            #[serde(default)]
-            message: String,
-        }
         let detail = reply
             .bytes(64 << 10)
             .ok()
-            .and_then(|b| serde_json::from_slice::<Errs>(&b).ok())
-            .map(|e| {
-                e.errors
-                    .iter()
-                    .map(|i| format!("{}: {}", i.code, i.message))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-            .filter(|s| !s.is_empty());
+            .and_then(|b| replies::error_detail(&b));
         let detail_s = detail
             .as_ref()
             .map(|d| format!(" ({})", http::clean_text(d)))
@@ -368,11 +350,9 @@ impl OciClient {
         let reply = self.send(&|| Request::new(Method::HEAD, url.clone()))?;
         match reply.status {
             200 => {
-                let len = reply
-                    .header("content-length")
-                    .and_then(|v| v.parse::<u64>().ok());
+                let matches = replies::blob_size_matches(reply.header("content-length"), size);
                 reply.discard();
-                Ok(len.is_none_or(|l| l == size))
+                Ok(matches)
             }
             404 => {
                 reply.discard();
@@ -434,21 +414,7 @@ impl OciClient {
     }
 
     fn location(&self, reply: &Reply, base: &str) -> Result<String> {
-        let loc = reply
-            .header("location")
-            .and_then(|l| http::join_location(base, l))
-            .ok_or_else(|| RemoteError::bad_reply(base, "upload answer without a Location"))?;
-        if http::origin(&loc) != http::origin(&self.base) {
-            // a session URL on another host would receive our token
-            return Err(RemoteError::bad_reply(
-                base,
-                format!(
-                    "upload location {} is on another host",
-                    http::shown_url(&loc)
-                ),
-            ));
-        }
-        Ok(loc)
+        replies::upload_location(base, &self.base, reply.header("location"))
     }
 
     pub fn put_manifest(
