@@ -16,32 +16,6 @@ pub fn f32_to_f16_bits(value: f32) -> u16 {
     f16::from_f32(value).to_bits()
 }
 
-/// [`f32_to_f16_bits`] by the CPU's F16C instruction where it has one: the same bits (both round
-/// to nearest, ties to even, overflow to infinity; NaN still takes ggml's form). Block quantizers
-/// store one or two scales per 32 values, and `half`'s runtime-dispatched call cost about as
-/// much as a Q8_0 block's own arithmetic; inside the F16C-enabled kernels this one inlines.
-#[inline(always)]
-pub fn f32_to_f16_bits_fast(value: f32) -> u16 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if !value.is_nan() && std::arch::is_x86_feature_detected!("f16c") {
-            // SAFETY: the CPU has F16C.
-            return unsafe { f32_to_f16_bits_f16c(value) };
-        }
-    }
-    f32_to_f16_bits(value)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "f16c")]
-#[inline]
-unsafe fn f32_to_f16_bits_f16c(value: f32) -> u16 {
-    use std::arch::x86_64::{
-        _mm_cvtps_ph, _mm_extract_epi16, _mm_set_ss, _MM_FROUND_TO_NEAREST_INT,
-    };
-    _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(value))) as u16
-}
-
 /// fp16 bits -> fp32 (exact; NaN quieted with its payload, like ggml).
 #[inline(always)]
 pub fn f16_bits_to_f32(bits: u16) -> f32 {

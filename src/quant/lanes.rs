@@ -476,9 +476,9 @@ pub(super) fn q3_search<const N: usize, const S: usize>(
 /// The widest lane build the CPU runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Level {
-    /// 16 lanes, AVX-512 (F, VL, BW, DQ), F16C.
+    /// 16 lanes, AVX-512 (F, VL, BW, DQ).
     Avx512,
-    /// 8 lanes, AVX2 + FMA + F16C.
+    /// 8 lanes, AVX2 + FMA.
     Avx2,
     /// 8 lanes, compiled for the baseline target.
     Base,
@@ -496,13 +496,11 @@ impl Level {
                 && std::arch::is_x86_feature_detected!("avx512dq")
                 && std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
-                && std::arch::is_x86_feature_detected!("f16c")
             {
                 v.push(Level::Avx512);
             }
             if std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
-                && std::arch::is_x86_feature_detected!("f16c")
             {
                 v.push(Level::Avx2);
             }
@@ -549,11 +547,11 @@ macro_rules! multiversion {
         $vis fn $with(level: $crate::quant::lanes::Level, $($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
-                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c")]
+                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
                 unsafe fn wide($($arg: $ty),*) {
                     $kernel::<16>($($arg),*)
                 }
-                #[target_feature(enable = "avx2,fma,f16c")]
+                #[target_feature(enable = "avx2,fma")]
                 unsafe fn narrow($($arg: $ty),*) {
                     $kernel::<8>($($arg),*)
                 }

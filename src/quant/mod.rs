@@ -506,7 +506,7 @@ fn read_f16(b: &[u8]) -> f32 {
 /// f32 rounded to fp16 like `GGML_FP32_TO_FP16`, stored little-endian at `b[0..2]`.
 #[inline(always)]
 fn write_f16(b: &mut [u8], v: f32) {
-    b[..2].copy_from_slice(&half::f32_to_f16_bits_fast(v).to_le_bytes());
+    b[..2].copy_from_slice(&f32_to_f16_bits(v).to_le_bytes());
 }
 
 /// The float types as tensor dtypes, both ways: the one place GGUF's float storage types and
