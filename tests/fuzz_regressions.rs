@@ -28,6 +28,7 @@ fn read_as(target: &str, path: &Path) -> Result<(), String> {
         "kohya" => kohya::read(path, opts).map(drop),
         "diffusers" => diffusers::read(path, opts).map(drop),
         "gguf_adapter" => gguf::read(path, None, opts).map(drop),
+        "peft_config" => loratool::adapter::peft_config::PeftConfig::read(path).map(drop),
         "peft" => {
             // the target's framing: [u16 LE config length][config][weights]
             let data = std::fs::read(path).unwrap();
@@ -177,4 +178,51 @@ fn a_hub_revision_holding_a_percent_sign_prints_as_a_reference_that_parses() {
         panic!("{shown} does not parse");
     };
     assert_eq!(again.revision.as_deref(), Some("refs/pr/1%"));
+}
+
+/// A GGUF cut inside the padding before its tensor data, with a zero-byte tensor: every range
+/// check passed (offset 0 + 0 bytes fits a data section of 0 bytes), and viewing the tensor
+/// sliced from byte 768 of a 747-byte file: a panic. Found by the `gguf_adapter` target
+/// (libFuzzer could not minimize it below 747 bytes).
+#[test]
+fn gguf_whose_data_section_starts_past_the_end_is_refused() {
+    use loratool::io::gguf::GgufFile;
+    let f = fuzz_fixture("gguf_adapter-data-start-past-end");
+    assert_eq!(std::fs::metadata(&f).unwrap().len(), 747);
+    let e = GgufFile::open(&f).err().expect("refused").to_string();
+    assert!(e.contains(&f.display().to_string()), "{e}");
+    assert!(
+        e.contains("starts at byte 768") && e.contains("747-byte file"),
+        "{e}"
+    );
+    read_as("gguf_adapter", &f).unwrap_err();
+}
+
+/// `rank_pattern` key `\.{507000}` (a 53-byte config) compiled to a program near the regex
+/// crate's 10 MiB default limit and allocated 16 MiB. Patterns compile under a 1 MiB limit now;
+/// a long real-world pattern stays far below it and still resolves.
+#[test]
+fn a_peft_pattern_compiling_to_megabytes_is_refused() {
+    use loratool::adapter::peft_config::PeftConfig;
+    let f = fuzz_fixture("peft_config-pattern-compiles-to-megabytes");
+    let e = read_as("peft_config", &f).unwrap_err();
+    assert!(
+        e.contains("rank_pattern") && e.contains("size limit"),
+        "{e}"
+    );
+
+    let real = serde_json::json!({
+        "peft_type": "LORA", "r": 8, "lora_alpha": 16,
+        "target_modules": "model\\.layers\\.\\d+\\.(self_attn\\.(q|k|v|o)_proj|mlp\\.(gate|up|down)_proj)",
+        "rank_pattern": {"layers\\.(1[0-9]|2[0-3])\\.self_attn\\.[qv]_proj": 32},
+        "alpha_pattern": {"\\w+\\.mlp\\.down_proj": 4}
+    });
+    let cfg = PeftConfig::from_json(Path::new("adapter_config.json"), &real).unwrap();
+    let m = |s: &str| cfg.target_modules.as_ref().unwrap().matches(s);
+    assert_eq!(m("model.layers.7.mlp.up_proj"), Some(true));
+    assert_eq!(m("model.layers.7.mlp.fc1"), Some(false));
+    assert_eq!(cfg.rank_for("model.layers.12.self_attn.v_proj").0, 32);
+    assert_eq!(cfg.rank_for("model.layers.24.self_attn.v_proj").0, 8);
+    assert_eq!(cfg.alpha_for("model.layers.3.mlp.down_proj"), 4.0);
+    assert_eq!(cfg.alpha_for("model.layers.3.mlp.up_proj"), 16.0);
 }

@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use indexmap::IndexMap;
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 use serde_json::Value;
 use std::path::Path;
 
@@ -65,8 +65,20 @@ impl Targets {
     }
 }
 
+/// A pattern from a config compiled with a size limit: PEFT patterns name modules and compile to
+/// a few KiB, while the 10-byte key `\.{507000}` came near the regex crate's 10 MiB default and
+/// allocated 16 MiB (fuzz finding 10).
+const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
+fn compile_pattern(pattern: &str) -> std::result::Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern)
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .dfa_size_limit(PATTERN_SIZE_LIMIT)
+        .build()
+}
+
 fn pattern_regex(path: &Path, field: &str, key: &str) -> Result<Regex> {
-    Regex::new(&format!("^(?:.*\\.)?(?:{key})$")).map_err(|e| {
+    compile_pattern(&format!("^(?:.*\\.)?(?:{key})$")).map_err(|e| {
         Error::malformed(
             path,
             format!("{field} key '{key}' is not a regular expression loratool can evaluate: {e}"),
@@ -155,7 +167,7 @@ impl PeftConfig {
             Some(Value::String(t)) if t == "all-linear" => Some(Targets::AllLinear),
             Some(Value::String(t)) => Some(Targets::Regex(
                 t.clone(),
-                Regex::new(&format!("^(?:{t})$")).map_err(|e| {
+                compile_pattern(&format!("^(?:{t})$")).map_err(|e| {
                     bad(format!(
                         "target_modules '{t}' is not a regular expression loratool can evaluate: {e}"
                     ))

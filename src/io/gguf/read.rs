@@ -341,6 +341,14 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed> {
         ));
     }
     let data_start = (c.pos as u64).div_ceil(alignment) * alignment;
+    // A file cut inside the padding before its data: even a zero-byte tensor's view would
+    // start past the end (fuzz finding 9). Without tensors there is nothing to view.
+    if data_start > bytes.len() as u64 && !infos.is_empty() {
+        return Err(bad(format!(
+            "the tensor data starts at byte {data_start} (after padding to {alignment}), past the end of the {}-byte file (truncated file?)",
+            bytes.len()
+        )));
+    }
     let data_len = (bytes.len() as u64).saturating_sub(data_start);
     let mut tensors = IndexMap::with_capacity(infos.len());
     let mut spans: Vec<(u64, u64, String)> = Vec::with_capacity(infos.len());
